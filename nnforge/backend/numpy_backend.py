@@ -1,0 +1,53 @@
+"""The CPU backend: NumPy arrays, NumPy's random generator, and fused kernels where NumPy lacks them."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .erf import erf
+
+
+class NumpyBackend:
+    """Everything ops need from an array library, for NumPy on the CPU.
+
+    A GPU backend mirrors this class with ``xp = cupy`` and ``name = "cuda"``.
+    """
+
+    name = "cpu"
+    xp = np
+    ndarray = np.ndarray
+
+    # -- conversions ---------------------------------------------------------------------------
+    def asarray(self, data: Any, dtype: Any = None) -> np.ndarray:
+        return np.asarray(data, dtype=dtype)
+
+    def array(self, data: Any, dtype: Any = None) -> np.ndarray:
+        """A fresh copy (torch.tensor(data) always copies)."""
+        return np.array(data, dtype=dtype, copy=True)
+
+    def to_numpy(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def from_numpy(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def is_owned(self, a: np.ndarray) -> bool:
+        """True when ``a`` is a standalone writeable array (not a view, not a read-only broadcast)."""
+        return a.base is None and a.flags.writeable
+
+    # -- kernels that NumPy has no single function for ---------------------------------------------
+    erf = staticmethod(erf)
+
+    def sigmoid(self, x: np.ndarray) -> np.ndarray:
+        """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""
+        e = np.exp(-np.abs(x))
+        out = np.where(x >= 0, 1.0, e)
+        out = out.astype(x.dtype, copy=False)
+        e += 1
+        out /= e
+        return out
+
+    # -- randomness ------------------------------------------------------------------------------
+    def default_generator(self, seed: int | None = None) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(seed))

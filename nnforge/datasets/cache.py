@@ -1,0 +1,90 @@
+"""Where fetched data lives, how it is written there, and the apt helper.
+
+Fetched files are written atomically (temp file in the same directory, fsync,
+``os.replace``) so an interrupted fetch never leaves a half-written file that a
+later load would mistake for real data.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["cache_dir", "atomic_write_bytes", "fetch_deb_files"]
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return ``$NNFORGE_CACHE`` (or ``~/.cache/nnforge``) joined with ``parts``, created on demand."""
+    root = os.environ.get("NNFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnforge")
+    path = Path(root, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file must be in the same directory: os.replace is only atomic within one filesystem.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _run(cmd: list[str], cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def fetch_deb_files(package: str, members: list[str]) -> dict[str, bytes]:
+    """Download a Debian package (without installing it) and return the bytes of ``members``.
+
+    ``members`` are paths inside the package, e.g. ``usr/share/foo/bar.gz``.  Uses
+    ``apt-get download`` + ``dpkg -x`` in a temporary directory, which works without root;
+    ``apt-get update`` is tried only when the first download fails (stale or empty lists).
+    """
+    with tempfile.TemporaryDirectory(prefix="nnforge-deb-") as tmp:
+        cmd = ["apt-get", "download", package]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As root apt drops to the _apt user, who cannot write into our 0700 temp dir;
+            # it then falls back with a noisy warning.  Skip the sandbox explicitly instead.
+            cmd[1:1] = ["-o", "APT::Sandbox::User=root"]
+        try:
+            proc = _run(cmd, tmp)
+        except FileNotFoundError as e:
+            raise RuntimeError(f"apt-get is not available, cannot fetch {package}: {e}") from e
+        if proc.returncode != 0:
+            _run(["apt-get", "update"], tmp)  # fails harmlessly when not root
+            proc = _run(cmd, tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"`apt-get download {package}` failed (exit {proc.returncode}); "
+                f"try `apt-get update` as root first.\n{proc.stderr.strip()[-2000:]}"
+            )
+        debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
+        if not debs:
+            raise RuntimeError(f"`apt-get download {package}` produced no .deb file in {tmp}")
+        root = Path(tmp, "root")
+        proc = _run(["dpkg", "-x", str(debs[-1]), str(root)], tmp)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`dpkg -x {debs[-1].name}` failed: {proc.stderr.strip()[-2000:]}")
+        out: dict[str, bytes] = {}
+        for member in members:
+            p = root / member
+            if not p.is_file():
+                raise RuntimeError(f"{member} not found inside {debs[-1].name}")
+            out[member] = p.read_bytes()
+        return out

@@ -1,0 +1,4 @@
+"""Neural-network building blocks (``nnforge.nn``)."""
+from . import functional
+
+__all__ = ["functional"]
