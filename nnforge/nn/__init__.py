@@ -1,4 +1,5 @@
 """Neural-network building blocks (``nnforge.nn``)."""
 from . import functional
-
-__all__ = ["functional"]
+from .modules import *  # noqa: F401,F403
+from .modules import Module, ModuleDict, ModuleList, Sequential
+from .parameter import Parameter
