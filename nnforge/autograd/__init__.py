@@ -45,7 +45,7 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool
         if g is None and not allow_unused:
             raise RuntimeError("autograd.grad: one of the inputs was not used in the graph; "
                                "pass allow_unused=True to get None for it")
-        result.append(None if g is None else Tensor._make(g, t._device))
+        result.append(None if g is None else Tensor._make(t._backend.asarray(g), t._device))
     return tuple(result)
 
 

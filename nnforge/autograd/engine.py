@@ -53,6 +53,8 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph: 
     owned: set = set()
 
     def deliver_leaf(leaf: Tensor, g: Any) -> None:
+        if type(g) is not leaf._backend.ndarray:  # NumPy ops on 0-d arrays return scalars
+            g = leaf._backend.asarray(g)
         if capture is not None:
             i = targets.get(id(leaf))
             if i is not None:
@@ -124,7 +126,7 @@ def _run_hooks(hooks: list, g: Any, device: Any) -> Any:
     from ..tensor import Tensor
 
     for hook in hooks:
-        out = hook(Tensor._make(g, device))
+        out = hook(Tensor._make(device.backend.asarray(g), device))
         if out is not None:
             g = out.data if isinstance(out, Tensor) else out
     return g

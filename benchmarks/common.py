@@ -1,0 +1,56 @@
+"""Timing helpers shared by the benchmarks: nnforge and PyTorch alternate within one run so that both see
+the same machine state, and each reports the median of several repeats."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use the same number of BLAS/intra-op threads for both frameworks (all cores by default)."""
+    import torch
+
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def time_call(fn: Callable[[], object], number: int) -> float:
+    """Seconds per call of ``fn`` averaged over ``number`` calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def compare(nf_fn: Callable[[], object], torch_fn: Callable[[], object], number: int = 10,
+            repeats: int = 7, warmup: int = 2) -> tuple[float, float]:
+    """Median seconds per call for nnforge and PyTorch, alternating repeats."""
+    for _ in range(warmup):
+        nf_fn()
+        torch_fn()
+    nf_times, torch_times = [], []
+    for _ in range(repeats):
+        nf_times.append(time_call(nf_fn, number))
+        torch_times.append(time_call(torch_fn, number))
+    return statistics.median(nf_times), statistics.median(torch_times)
+
+
+def machine() -> str:
+    import numpy
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"NumPy {numpy.__version__}, PyTorch {torch.__version__}")
+
+
+def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "us", scale: float = 1e6) -> None:
+    """rows: (name, nnforge seconds, torch seconds); ratio < 1 means nnforge is faster."""
+    print(f"\n{title}")
+    print(f"| {'workload':<38} | nnforge ({unit}) | torch ({unit}) | ratio nf/torch |")
+    print(f"|{'-' * 40}|--------------|------------|----------------|")
+    for name, a, b in rows:
+        print(f"| {name:<38} | {a * scale:12.2f} | {b * scale:10.2f} | {a / b:14.2f} |")

@@ -1,0 +1,73 @@
+"""Fused affine map ``x @ W.T + b`` (torch.nn.functional.linear) and the leaky ReLU activation.
+
+One GEMM forward; backward does one GEMM per gradient that is actually needed (frozen weights cost nothing).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd.function import Function
+from ..tensor import Tensor
+
+
+class Linear(Function):
+    """x (..., in), weight (out, in), bias (out,) or None -> (..., out)."""
+
+    def forward(self, x: Any, w: Any, b: Any = None) -> Any:
+        xp = self.backend.xp
+        x2 = x.reshape(-1, x.shape[-1])
+        out = xp.matmul(x2, w.T)
+        if b is not None:
+            out += b
+        self.saved = (x2, w)
+        self.x_shape = x.shape
+        return out.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        x2, w = self.saved
+        g2 = g.reshape(-1, w.shape[0])
+        need_x, need_w, need_b = (self.needs_input_grad + (False, False, False))[:3]
+        gx = xp.matmul(g2, w).reshape(self.x_shape) if need_x else None
+        gw = xp.matmul(g2.T, x2) if need_w else None
+        gb = g2.sum(axis=0) if need_b else None
+        return gx, gw, gb
+
+
+class LeakyRelu(Function):
+    uses_inputs = False
+
+    def forward(self, a: Any, slope: float) -> Any:
+        xp = self.backend.xp
+        self.saved = pos = a > 0
+        self.slope = slope
+        out = a * a.dtype.type(slope)
+        xp.copyto(out, a, where=pos)
+        return out
+
+    def backward(self, g: Any) -> Any:
+        xp = self.backend.xp
+        out = g * g.dtype.type(self.slope)
+        xp.copyto(out, g, where=self.saved)
+        return out
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``; weight is (out_features, in_features) as in torch."""
+    if input.ndim == 0 or weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
+        raise RuntimeError(f"linear: input of shape {tuple(input.shape)} cannot be multiplied by a weight of shape "
+                           f"{tuple(weight.shape)} (expected input with last dimension {weight.shape[-1]})")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"linear: bias of shape {tuple(bias.shape)} does not match weight of shape "
+                           f"{tuple(weight.shape)} (expected ({weight.shape[0]},))")
+    if input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise RuntimeError(f"linear: dtype mismatch: input {input.dtype}, weight {weight.dtype}"
+                           + (f", bias {bias.dtype}" if bias is not None else ""))
+    return Linear.apply(input, weight, bias)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """max(0, x) + negative_slope * min(0, x). ``inplace`` is accepted for torch compatibility (always out of place)."""
+    if input.dtype.kind not in "fc":
+        raise RuntimeError(f"leaky_relu: expected a floating point input, got {input.dtype}")
+    return LeakyRelu.apply(input, float(negative_slope))

@@ -1,0 +1,219 @@
+"""Fused normalisation layers with hand-written backward: layer_norm, rms_norm, batch_norm.
+
+Composed from primitives each would take ~10 passes over memory forward and more backward; the fused
+versions keep one normalised copy (``xhat``) and the per-row scale for backward.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..autograd.function import Function
+from ..autograd.grad_mode import no_grad
+from ..tensor import Tensor
+
+
+def _rowdot(xp: Any, a: Any, b: Any) -> Any:
+    """Row-wise dot products of two (R, D) arrays -> (R, 1)."""
+    return xp.einsum("ij,ij->i", a, b)[:, None]
+
+
+class LayerNorm(Function):
+    """Normalise over the trailing ``D`` elements of each row, then scale/shift: x viewed as (R, D)."""
+    uses_inputs = False
+
+    def forward(self, x: Any, w: Any, b: Any, d: int, eps: float) -> Any:
+        xp = self.backend.xp
+        x2 = x.reshape(-1, d)
+        xhat = x2 - x2.mean(axis=1, keepdims=True)
+        var = _rowdot(xp, xhat, xhat)
+        var *= 1.0 / d
+        var += eps
+        rstd = xp.sqrt(var, out=var)
+        xp.divide(1, rstd, out=rstd)
+        xhat *= rstd
+        self.saved = (xhat, rstd, w)
+        self.x_shape = x.shape
+        self.p_shape = x.shape[x.ndim - len(w.shape):] if w is not None else x.shape[x.ndim - len(b.shape):] \
+            if b is not None else None
+        out = xhat * w.reshape(-1) if w is not None else xhat.copy()
+        if b is not None:
+            out += b.reshape(-1)
+        return out.reshape(x.shape)
+
+    def backward(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        xhat, rstd, w = self.saved
+        d = xhat.shape[1]
+        g2 = g.reshape(-1, d)
+        need_x, need_w, need_b = self.needs_input_grad
+        gw = xp.einsum("ij,ij->j", g2, xhat).reshape(self.p_shape) if need_w else None
+        gb = g2.sum(axis=0).reshape(self.p_shape) if need_b else None
+        gx = None
+        if need_x:
+            # dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * w
+            gh = g2 * w.reshape(-1) if w is not None else g2.copy()
+            proj = _rowdot(xp, gh, xhat)
+            proj *= 1.0 / d
+            mean = gh.mean(axis=1, keepdims=True)
+            gh -= mean
+            gh -= xhat * proj
+            gh *= rstd
+            gx = gh.reshape(self.x_shape)
+        return gx, gw, gb
+
+
+class RMSNorm(Function):
+    """x * rsqrt(mean(x^2) + eps) * w over the trailing ``D`` elements of each row."""
+    uses_inputs = False
+
+    def forward(self, x: Any, w: Any, d: int, eps: float) -> Any:
+        xp = self.backend.xp
+        x2 = x.reshape(-1, d)
+        r = _rowdot(xp, x2, x2)
+        r *= 1.0 / d
+        r += eps
+        xp.sqrt(r, out=r)
+        xp.divide(1, r, out=r)
+        xhat = x2 * r
+        self.saved = (xhat, r, w)
+        self.x_shape = x.shape
+        out = xhat * w.reshape(-1) if w is not None else xhat.copy()
+        return out.reshape(x.shape)
+
+    def backward(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        xhat, r, w = self.saved
+        d = xhat.shape[1]
+        g2 = g.reshape(-1, d)
+        need_x, need_w = self.needs_input_grad
+        gw = xp.einsum("ij,ij->j", g2, xhat).reshape(w.shape) if need_w else None
+        gx = None
+        if need_x:
+            gh = g2 * w.reshape(-1) if w is not None else g2.copy()
+            proj = _rowdot(xp, gh, xhat)
+            proj *= 1.0 / d
+            gh -= xhat * proj
+            gh *= r
+            gx = gh.reshape(self.x_shape)
+        return gx, gw
+
+
+class BatchNorm(Function):
+    """x viewed as (N, C, M): normalise each channel over N and M with the batch statistics (training) or
+    with given mean/var (evaluation), then scale/shift per channel."""
+    uses_inputs = False
+
+    def forward(self, x: Any, w: Any, b: Any, mean: Any, var: Any, eps: float, stats_out: list | None = None) -> Any:
+        xp = self.backend.xp
+        n, c = x.shape[0], x.shape[1]
+        x3 = x.reshape(n, c, -1)
+        self.batch_stats = mean is None
+        if self.batch_stats:
+            cnt = x3.shape[0] * x3.shape[2]
+            mean = x3.sum(axis=(0, 2)) / x3.dtype.type(cnt)
+            xhat = x3 - mean[:, None]
+            var = xp.einsum("ncm,ncm->c", xhat, xhat) / x3.dtype.type(cnt)
+            if stats_out is not None:
+                stats_out.append((mean, var))  # batch_norm() updates the running statistics with these
+        else:
+            xhat = x3 - mean.astype(x.dtype, copy=False)[:, None]
+        rstd = 1.0 / xp.sqrt(var.astype(x.dtype, copy=False) + x.dtype.type(eps))
+        xhat *= rstd[:, None]
+        self.saved = (xhat, rstd, w)
+        self.x_shape = x.shape
+        out = xhat * w[:, None] if w is not None else xhat.copy()
+        if b is not None:
+            out += b[:, None]
+        return out.reshape(x.shape)
+
+    def backward(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        xhat, rstd, w = self.saved
+        g3 = g.reshape(xhat.shape)
+        need_x, need_w, need_b = self.needs_input_grad[:3]
+        gw = xp.einsum("ncm,ncm->c", g3, xhat) if need_w else None
+        gb = g3.sum(axis=(0, 2)) if need_b else None
+        gx = None
+        if need_x:
+            scale = rstd if w is None else rstd * w
+            if self.batch_stats:
+                cnt = xhat.shape[0] * xhat.shape[2]
+                sum_g = gb if gb is not None else g3.sum(axis=(0, 2))
+                sum_gx = gw if gw is not None else xp.einsum("ncm,ncm->c", g3, xhat)
+                gx = xhat * (sum_gx / cnt)[:, None]
+                gx += (sum_g / cnt)[:, None]
+                xp.subtract(g3, gx, out=gx)
+                gx *= scale[:, None]
+            else:
+                gx = g3 * scale[:, None]
+            gx = gx.reshape(self.x_shape)
+        return gx, gw, gb, None, None
+
+
+def _check_norm_param(op: str, name: str, p: Any, shape: tuple) -> None:
+    if p is not None and tuple(p.shape) != shape:
+        raise RuntimeError(f"{op}: {name} of shape {tuple(p.shape)} does not match the normalized shape {shape}")
+
+
+def _normalized(op: str, input: Tensor, normalized_shape: Any) -> tuple:
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(shape):]) != shape or len(shape) > input.ndim:
+        raise RuntimeError(f"{op}: expected input with trailing shape {shape} (normalized_shape), got input of "
+                           f"shape {tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype}")
+    return shape
+
+
+def layer_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` dims (biased variance), then ``* weight + bias``."""
+    shape = _normalized("layer_norm", input, normalized_shape)
+    _check_norm_param("layer_norm", "weight", weight, shape)
+    _check_norm_param("layer_norm", "bias", bias, shape)
+    return LayerNorm.apply(input, weight, bias, math.prod(shape), float(eps))
+
+
+def rms_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the trailing dims; eps defaults to the dtype's epsilon."""
+    shape = _normalized("rms_norm", input, normalized_shape)
+    _check_norm_param("rms_norm", "weight", weight, shape)
+    if eps is None:
+        eps = float(input._backend.xp.finfo(input.dtype).eps)
+    return RMSNorm.apply(input, weight, math.prod(shape), float(eps))
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation over dim 1 of an (N, C, *) input.
+
+    Training: normalise with the batch statistics and, if running stats are given, update them in place:
+    ``running = (1 - momentum) * running + momentum * batch`` (the variance unbiased). Evaluation: use the
+    running statistics."""
+    if input.ndim < 2:
+        raise RuntimeError(f"batch_norm: expected an input of at least 2 dims (N, C, *), got shape "
+                           f"{tuple(input.shape)}")
+    c = input.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise RuntimeError(f"batch_norm: {name} of shape {tuple(t.shape)} does not match the {c} channels of "
+                               f"input of shape {tuple(input.shape)}")
+    if not training:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var are required when training=False")
+        return BatchNorm.apply(input, weight, bias, running_mean.data, running_var.data, float(eps))
+    cnt = input.data.size // c
+    if cnt <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input of shape "
+                         f"{tuple(input.shape)}")
+    stats: list = []
+    out = BatchNorm.apply(input, weight, bias, None, None, float(eps), stats)
+    if running_mean is not None and running_var is not None:
+        mean, var = stats[0]
+        with no_grad():
+            running_mean.mul_(1 - momentum).add_(mean.astype(running_mean.dtype, copy=False) * momentum)
+            running_var.mul_(1 - momentum).add_(var.astype(running_var.dtype, copy=False)
+                                                * (momentum * cnt / (cnt - 1)))
+    return out
