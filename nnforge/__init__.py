@@ -25,5 +25,8 @@ from .ops.shape import (broadcast_to, clone, contiguous, expand, flatten, permut
 from .random import Generator, get_rng_state, initial_seed, manual_seed, set_rng_state
 from .tensor import Tensor
 from . import nn  # noqa: E402
+from . import optim  # noqa: E402
+from . import utils  # noqa: E402
+from .serialization import load, save  # noqa: E402
 
 __version__ = "0.1.0"

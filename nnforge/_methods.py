@@ -51,6 +51,10 @@ _METHODS = {
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)
 
+from .ops import activation as _act  # noqa: E402
+
+Tensor.softmax = _act.softmax
+Tensor.log_softmax = _act.log_softmax
 Tensor.T = property(S.T)
 Tensor.mT = property(S.mT)
 Tensor.where = lambda self, condition, other: I.where(condition, self, other)

@@ -193,6 +193,23 @@ class Tensor:
         t._version = self._version
         return t
 
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        """A leaf copy with its own data, same type (Parameter stays Parameter) and requires_grad, as
+        ``copy.deepcopy`` of a module needs (torch allows it on leaves only)."""
+        if self.grad_fn is not None:
+            raise RuntimeError("deepcopy: only leaf tensors (created by the user, e.g. parameters) support the "
+                               "deepcopy protocol; use tensor.detach().clone()")
+        t = object.__new__(type(self))
+        memo[id(self)] = t
+        t.data = self.data.copy()
+        t._device = self._device
+        t.requires_grad = self.requires_grad
+        t.grad = None if self.grad is None else self.grad.__deepcopy__(memo)
+        t.grad_fn = None
+        t._version = [0]
+        t._hooks = None
+        return t
+
     def detach_(self) -> "Tensor":
         self.grad_fn = None
         self.requires_grad = False
@@ -215,7 +232,8 @@ class Tensor:
                                    f"tensor has shape {tuple(self.shape)}, pass gradient= of that shape")
             g = self._backend.xp.ones_like(self.data)
         else:
-            g = gradient.data if isinstance(gradient, Tensor) else self._backend.asarray(gradient, self.dtype)
+            # a copy: leaves may keep the root gradient as their .grad, which must not alias the caller's array
+            g = self._backend.array(gradient.data if isinstance(gradient, Tensor) else gradient, self.dtype)
             if g.shape != self.shape:
                 raise RuntimeError(f"backward(): gradient has shape {tuple(g.shape)} but the tensor has shape "
                                    f"{tuple(self.shape)}")
@@ -400,7 +418,10 @@ def _to_array(data: Any, dtype: Any, dev: Device):
     if isinstance(data, backend.ndarray) or hasattr(data, "__array__") and not isinstance(data, (list, tuple)):
         arr = backend.array(backend.asarray(data) if dev.type != "cpu" else data, dt)
     else:
-        arr = backend.array(data, dt)
+        try:
+            arr = backend.array(data, dt)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"tensor(): cannot build a tensor from this {type(data).__name__}: {e}") from None
         if dt is None and arr.dtype == _dt.float64 and not _has_numpy_float64(data):
             arr = arr.astype(_dt.get_default_dtype())  # Python floats become the default float dtype
     if arr.dtype.kind == "O" or arr.dtype.kind == "U":

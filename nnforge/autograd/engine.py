@@ -95,7 +95,7 @@ def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph: 
                 if node.pre_hooks:
                     g = _run_hooks(node.pre_hooks, g, node.device)
                 grads = node.backward(g)
-                if len(node.next) == 1 and not isinstance(grads, tuple):
+                if not isinstance(grads, tuple):  # one input, or extra non-tensor args
                     grads = (grads,)
                 if ANOMALY[0]:
                     for gi in grads:

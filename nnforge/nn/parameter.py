@@ -12,12 +12,14 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
-        if data is None:
-            data = []
-        src = data.data if isinstance(data, Tensor) else data
-        super().__init__(src, dtype=getattr(src, "dtype", None), device=data.device if isinstance(data, Tensor) else None)
-        if isinstance(data, Tensor):
-            self.data = data.data  # share memory with the tensor it wraps, as torch does
+        # wrap without copying: a Parameter made from a tensor shares its memory, as in torch
+        src = data if isinstance(data, Tensor) else Tensor([] if data is None else data)
+        self.data = src.data
+        self._device = src._device
+        self.grad = None
+        self.grad_fn = None
+        self._version = [0]
+        self._hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)

@@ -23,7 +23,7 @@ class Softmax(Function):
 
     def forward(self, a: Any, axis: int) -> Any:
         xp = self.backend.xp
-        out = a - a.max(axis=axis, keepdims=True)
+        out = xp.subtract(a, a.max(axis=axis, keepdims=True), out=xp.empty_like(a))  # an array also when 0-d
         xp.exp(out, out=out)
         out /= out.sum(axis=axis, keepdims=True)
         self.saved = out

@@ -137,10 +137,14 @@ class Pow(Function):
         need_a, need_b = self.needs_input_grad
         ga = gb = None
         if need_a:
-            ga = unbroadcast(g * b * xp.power(a, b - 1), shape_of(a))
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                ga = g * b * xp.power(a, b - 1)
+            # d/da a**0 = 0 everywhere, also at a == 0 (not 0 * inf), as torch does
+            ga = unbroadcast(xp.where(b == 0, 0, ga).astype(out.dtype, copy=False), shape_of(a))
         if need_b:
-            log_a = xp.log(a) if hasattr(a, "dtype") else math.log(a) if a > 0 else float("nan")
-            gb = g * out * log_a
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                log_a = xp.log(a) if hasattr(a, "dtype") else math.log(a) if a > 0 else float("nan")
+                gb = g * out * log_a
             # d/db a**b at a == 0 is taken as 0 for b >= 0 (as torch does), not 0 * -inf
             if hasattr(a, "dtype"):
                 gb = xp.where((a == 0) & (b >= 0), 0, gb)
@@ -174,10 +178,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a  # (1, K)
         b2 = b[:, None] if b.ndim == 1 else b  # (K, 1)
         g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)  # after the line above, so that a 0-d g (vector @ vector) works
         ga = gb = None
         if need_a:
             ga = unbroadcast(xp.matmul(g2, _swap(b2)), a2.shape).reshape(a.shape)

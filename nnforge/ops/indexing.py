@@ -162,7 +162,12 @@ def getitem(a: Tensor, index: Any) -> Tensor:
 
 
 def _index_array(index: Any, like: Tensor, op: str) -> Any:
-    arr = normalize_index(index, like) if isinstance(index, (Tensor, list)) else like._backend.asarray(index)
+    if isinstance(index, Tensor):
+        if index._device is not like._device:
+            raise RuntimeError(f"{op}: index on {index._device} used with an input on {like._device}")
+        arr = index.data
+    else:
+        arr = like._backend.asarray(index)
     if arr.dtype.kind not in "iu":
         raise RuntimeError(f"{op}: index must be an integer tensor, got {arr.dtype}")
     return arr

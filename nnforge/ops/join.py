@@ -59,16 +59,21 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat: expected a non-empty list of tensors")
-    # torch skips 1-D empty tensors in cat (legacy behaviour people rely on)
-    kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
-    ndim = kept[0].ndim
+    # torch accepts 1-D empty tensors next to any others (legacy behaviour people rely on): they become
+    # empty along `dim` in the others' shape, so they still get their (empty) gradient
+    legacy = [t.ndim == 1 and t.shape[0] == 0 for t in tensors]
+    ref = next((t for t, e in zip(tensors, legacy) if not e), tensors[0])
+    ndim = ref.ndim
     if ndim == 0:
         raise RuntimeError("cat: zero-dimensional tensors cannot be concatenated; use stack")
-    for t in kept:
+    d = wrap_dim(dim, ndim, "cat")
+    empty = ref.shape[:d] + (0,) + ref.shape[d + 1:]
+    tensors = [t.reshape(empty) if e else t for t, e in zip(tensors, legacy)]
+    for t in tensors:
         if t.ndim != ndim:
             raise RuntimeError(f"cat: tensors must have the same number of dims, got shapes "
-                               f"{[tuple(x.shape) for x in kept]}")
-    return Cat.apply(*_same_dtype(kept), dim=wrap_dim(dim, ndim, "cat"))
+                               f"{[tuple(x.shape) for x in tensors]}")
+    return Cat.apply(*_same_dtype(tensors), dim=d)
 
 
 concat = concatenate = cat

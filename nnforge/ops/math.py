@@ -55,8 +55,9 @@ class Rsqrt(Function):
     uses_inputs, uses_output = False, True
 
     def forward(self, a: Any) -> Any:
-        out = self.backend.xp.sqrt(a)
-        self.backend.xp.divide(1, out, out=out)
+        xp = self.backend.xp
+        out = xp.sqrt(a, out=xp.empty_like(a))  # out= keeps a 0-d result an array (in-place divide next)
+        xp.divide(1, out, out=out)
         self.saved = out
         return out
 

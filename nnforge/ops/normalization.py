@@ -14,53 +14,100 @@ from ..tensor import Tensor
 
 
 def _rowdot(xp: Any, a: Any, b: Any) -> Any:
-    """Row-wise dot products of two (R, D) arrays -> (R, 1)."""
-    return xp.einsum("ij,ij->i", a, b)[:, None]
+    """Row-wise dot products of two (R, D) arrays -> (R, 1), as a batched GEMV (BLAS; faster than einsum)."""
+    return xp.matmul(a[:, None, :], b[:, :, None])[:, 0]
+
+
+def _rowmean(xp: Any, a: Any) -> Any:
+    """Row means of an (R, D) array -> (R, 1), as one GEMV (faster than ``a.mean(axis=1)``)."""
+    return xp.matmul(a, xp.full((a.shape[1], 1), 1.0 / a.shape[1], dtype=a.dtype))
+
+
+def _like_shape(xp: Any, shape: tuple, d: int, dtype: Any) -> tuple:
+    """A fresh array of ``shape`` plus its (R, d) view: results written through the view stay owned by the
+    caller (no defensive copy when they become a leaf's .grad)."""
+    out = xp.empty(shape, dtype=dtype)
+    return out, out.reshape(-1, d)
+
+
+_BLOCK_ELEMS = 1 << 17  # rows per block * D: the few arrays a block touches stay in L2 across its passes
+
+
+def _row_blocks(r: int, d: int) -> list:
+    step = max(1, _BLOCK_ELEMS // max(d, 1))
+    return [slice(i, min(i + step, r)) for i in range(0, r, step)]
 
 
 class LayerNorm(Function):
-    """Normalise over the trailing ``D`` elements of each row, then scale/shift: x viewed as (R, D)."""
+    """Normalise over the trailing ``D`` elements of each row, then scale/shift: x viewed as (R, D).
+
+    Works on blocks of rows so that its ~6 passes per block hit the cache instead of main memory."""
     uses_inputs = False
 
     def forward(self, x: Any, w: Any, b: Any, d: int, eps: float) -> Any:
         xp = self.backend.xp
         x2 = x.reshape(-1, d)
-        xhat = x2 - x2.mean(axis=1, keepdims=True)
-        var = _rowdot(xp, xhat, xhat)
-        var *= 1.0 / d
-        var += eps
-        rstd = xp.sqrt(var, out=var)
-        xp.divide(1, rstd, out=rstd)
-        xhat *= rstd
+        r = x2.shape[0]
+        xhat = xp.empty_like(x2)
+        rstd = xp.empty((r, 1), dtype=x.dtype)
+        out, o2 = _like_shape(xp, x.shape, d, x.dtype)
+        mean_vec = xp.full((d, 1), 1.0 / d, dtype=x.dtype)
+        w1 = w.reshape(-1) if w is not None else None
+        b1 = b.reshape(-1) if b is not None else None
+        for sl in _row_blocks(r, d):
+            xb, hb, rb, ob = x2[sl], xhat[sl], rstd[sl], o2[sl]
+            xp.subtract(xb, xp.matmul(xb, mean_vec), out=hb)
+            xp.matmul(hb[:, None, :], hb[:, :, None], out=rb[:, :, None])
+            rb *= 1.0 / d
+            rb += eps
+            xp.sqrt(rb, out=rb)
+            xp.divide(1, rb, out=rb)
+            hb *= rb
+            if w1 is not None:
+                xp.multiply(hb, w1, out=ob)
+            else:
+                ob[...] = hb
+            if b1 is not None:
+                ob += b1
         self.saved = (xhat, rstd, w)
         self.x_shape = x.shape
-        self.p_shape = x.shape[x.ndim - len(w.shape):] if w is not None else x.shape[x.ndim - len(b.shape):] \
-            if b is not None else None
-        out = xhat * w.reshape(-1) if w is not None else xhat.copy()
-        if b is not None:
-            out += b.reshape(-1)
-        return out.reshape(x.shape)
+        self.p_shape = x.shape[x.ndim - (w if w is not None else b).ndim:] if w is not None or b is not None \
+            else None
+        return out
 
     def backward(self, g: Any) -> tuple:
         xp = self.backend.xp
         xhat, rstd, w = self.saved
-        d = xhat.shape[1]
+        r, d = xhat.shape
         g2 = g.reshape(-1, d)
-        need_x, need_w, need_b = self.needs_input_grad
-        gw = xp.einsum("ij,ij->j", g2, xhat).reshape(self.p_shape) if need_w else None
-        gb = g2.sum(axis=0).reshape(self.p_shape) if need_b else None
-        gx = None
+        need_x, need_w, need_b = self.needs_input_grad[:3]
+        gw = xp.zeros(d, dtype=g.dtype) if need_w else None
+        gb = xp.zeros(d, dtype=g.dtype) if need_b else None
+        gx = gh = None
         if need_x:
-            # dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * w
-            gh = g2 * w.reshape(-1) if w is not None else g2.copy()
-            proj = _rowdot(xp, gh, xhat)
-            proj *= 1.0 / d
-            mean = gh.mean(axis=1, keepdims=True)
-            gh -= mean
-            gh -= xhat * proj
-            gh *= rstd
-            gx = gh.reshape(self.x_shape)
-        return gx, gw, gb
+            gx, gh = _like_shape(xp, self.x_shape, d, g.dtype)
+        mean_vec = xp.full((d, 1), 1.0 / d, dtype=g.dtype)
+        w1 = w.reshape(-1) if w is not None else None
+        for sl in _row_blocks(r, d):
+            g_b, hb = g2[sl], xhat[sl]
+            if need_w:
+                gw += xp.einsum("ij,ij->j", g_b, hb)
+            if need_b:
+                gb += xp.matmul(xp.ones(g_b.shape[0], dtype=g.dtype), g_b)
+            if need_x:
+                # dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)), gh = g * w
+                ob = gh[sl]
+                if w1 is not None:
+                    xp.multiply(g_b, w1, out=ob)
+                else:
+                    ob[...] = g_b
+                proj = xp.matmul(ob[:, None, :], hb[:, :, None])[:, 0]
+                proj *= 1.0 / d
+                tmp = hb * proj
+                tmp += xp.matmul(ob, mean_vec)
+                ob -= tmp
+                ob *= rstd[sl]
+        return gx, None if gw is None else gw.reshape(self.p_shape), None if gb is None else gb.reshape(self.p_shape)
 
 
 class RMSNorm(Function):
@@ -86,7 +133,7 @@ class RMSNorm(Function):
         xhat, r, w = self.saved
         d = xhat.shape[1]
         g2 = g.reshape(-1, d)
-        need_x, need_w = self.needs_input_grad
+        need_x, need_w = self.needs_input_grad[:2]
         gw = xp.einsum("ij,ij->j", g2, xhat).reshape(w.shape) if need_w else None
         gx = None
         if need_x:

@@ -2,6 +2,7 @@
 max/min (with indices), argmax, argmin, prod, logsumexp, cumsum, norm."""
 from __future__ import annotations
 
+import builtins as _builtins
 from collections import namedtuple
 from typing import Any
 
@@ -61,13 +62,14 @@ class Var(Function):
         self.args = (axes, keepdim, a.shape, correction)
         n = _count(a.shape, axes)
         sq = centered * centered
-        return sq.sum(axis=axes, keepdims=keepdim) / max(n - correction, 0)
+        with self.backend.xp.errstate(divide="ignore", invalid="ignore"):  # n <= correction: inf/nan, as torch
+            return sq.sum(axis=axes, keepdims=keepdim) / a.dtype.type(_builtins.max(n - correction, 0))
 
     def backward(self, g: Any) -> Any:
         axes, keepdim, shape, correction = self.args
-        n = _count(shape, axes)
+        dof = _builtins.max(_count(shape, axes) - correction, 0)
         g = _expand_back(g, axes, keepdim, shape, self.backend.xp)
-        return g * self.saved * (2.0 / (n - correction))
+        return g * self.saved * (2.0 / dof if dof else float("inf"))
 
 
 class AMax(Function):
@@ -121,6 +123,8 @@ class Prod(Function):
         xp = self.backend.xp
         a = self.saved
         axis, keepdim = self.args
+        if a.size == 0:
+            return xp.zeros(a.shape, dtype=g.dtype)
         moved = a.reshape(-1) if axis is None else xp.moveaxis(a, axis, -1)
         ones = xp.ones(moved.shape[:-1] + (1,), dtype=a.dtype)
         left = xp.concatenate([ones, xp.cumprod(moved[..., :-1], axis=-1)], axis=-1)

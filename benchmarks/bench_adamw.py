@@ -1,0 +1,60 @@
+"""AdamW step over ~22M float32 parameters: nnforge vs torch (foreach=False and torch's default),
+alternated run by run; prints the median ms of each and the ratios.
+
+    python benchmarks/bench_adamw.py [--runs 15] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import nnforge as nf
+
+# a BERT-small-like set of shapes, ~22M parameters in total
+SHAPES = [(30522, 384)] + [(384, 384)] * 24 + [(1536, 384), (384, 1536)] * 6 + [(384,)] * 40 + [(1536,)] * 6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES]
+    grads = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES]
+    print(f"{sum(a.size for a in arrays) / 1e6:.1f}M parameters in {len(SHAPES)} tensors, "
+          f"torch threads={torch.get_num_threads()}")
+
+    nf_params = [nf.nn.Parameter(nf.tensor(a)) for a in arrays]
+    for p, g in zip(nf_params, grads):
+        p.grad = nf.tensor(g)
+    runners = {"nnforge": nf.optim.AdamW(nf_params, lr=1e-3).step}
+    for name, foreach in (("torch foreach=False", False), ("torch default", None)):
+        tp = [torch.nn.Parameter(torch.tensor(a)) for a in arrays]
+        for p, g in zip(tp, grads):
+            p.grad = torch.tensor(g)
+        runners[name] = torch.optim.AdamW(tp, lr=1e-3, foreach=foreach).step
+
+    times: dict = {k: [] for k in runners}
+    for fn in runners.values():  # warm up: allocates the state
+        fn()
+    for _ in range(args.runs):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    for k, v in med.items():
+        print(f"{k:22s} {v:8.1f} ms")
+    for k in med:
+        if k != "nnforge":
+            print(f"ratio nnforge / {k}: {med['nnforge'] / med[k]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""A minimal safetensors reader and writer (no dependency on the ``safetensors`` package, no pickle).
+
+Layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
+``{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {str: str}}``
+(padded with spaces so the data starts 8-byte aligned, as Hugging Face writes it), then the raw
+little-endian bytes, offsets counted from the start of the data. Reads validate the header against the
+file (sizes, bounds, overlaps, dtypes) before allocating anything, and raise ``ValueError`` naming the file.
+Writes are atomic: a temporary file in the same directory, flushed and fsynced, then ``os.replace``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+# safetensors dtype name -> NumPy dtype (little-endian). BF16 has no NumPy dtype: it is read as float32.
+DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),
+          "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+          "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+          "BOOL": np.dtype("?")}
+_NAMES = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items() if k != "BF16"}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's limit
+
+
+def write(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
+    """Write ``{name: array}`` (NumPy arrays or anything ``np.asarray`` takes) and ``{str: str}`` metadata
+    to ``path`` atomically."""
+    path = os.fspath(path)
+    arrays = {}
+    for name, value in tensors.items():
+        if not isinstance(name, str) or name == "__metadata__":
+            raise ValueError(f"safetensors: tensor names must be strings other than '__metadata__', got {name!r}")
+        a = np.asarray(value)
+        key = a.dtype.newbyteorder("=")
+        if key not in _NAMES:
+            raise ValueError(f"safetensors: tensor {name!r} has dtype {a.dtype}, which safetensors cannot store "
+                             f"(supported: {', '.join(str(d) for d in _NAMES)})")
+        arrays[name] = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # keeps 0-d arrays 0-d
+    header: dict = {}
+    if metadata:
+        bad = {k: v for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if bad:
+            raise ValueError(f"safetensors: metadata must map str to str, got {bad!r}")
+        header["__metadata__"] = dict(metadata)
+    # widest items first, then by name: every tensor starts aligned to its item size
+    order = sorted(arrays, key=lambda k: (-arrays[k].dtype.itemsize, k))
+    offset = 0
+    for name in order:
+        a = arrays[name]
+        header[name] = {"dtype": _NAMES[a.dtype.newbyteorder("=")], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(len(blob).to_bytes(8, "little"))
+            f.write(blob)
+            for name in order:
+                if arrays[name].nbytes:
+                    f.write(memoryview(arrays[name].reshape(-1)).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
+    """Validate the header of ``path``; returns ``(entries, metadata, data_start)`` where entries maps
+    each name to ``(dtype_name, shape, begin, end)``."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"safetensors file {path!r}: {problem}")
+
+    if size < 8:
+        raise bad(f"file is {size} bytes, too short for the 8-byte header length")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > size - 8 or n > MAX_HEADER_BYTES:
+            raise bad(f"header length {n} exceeds the file size ({size} bytes) or the "
+                      f"{MAX_HEADER_BYTES}-byte limit (truncated or not a safetensors file?)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad(f"header must be a JSON object, got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise bad("__metadata__ must map strings to strings")
+    data_len = size - 8 - n
+    entries = {}
+    for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise bad(f"tensor {name!r}: entry must have dtype, shape and data_offsets, got {info!r}")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPES:
+            raise bad(f"tensor {name!r}: unknown or unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise bad(f"tensor {name!r}: data_offsets must be two integers, got {offsets!r}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_len:
+            raise bad(f"tensor {name!r}: data_offsets {offsets} out of bounds of the {data_len}-byte data section")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if numel * DTYPES[dtype].itemsize != end - begin:
+            raise bad(f"tensor {name!r}: shape {shape} of {dtype} needs {numel * DTYPES[dtype].itemsize} bytes, "
+                      f"data_offsets give {end - begin}")
+        entries[name] = (dtype, tuple(shape), begin, end)
+    spans = sorted((b, e, k) for k, (_, _, b, e) in entries.items() if e > b)
+    for (b0, e0, k0), (b1, e1, k1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise bad(f"tensors {k0!r} [{b0}, {e0}) and {k1!r} [{b1}, {e1}) overlap")
+    return entries, metadata, 8 + n
+
+
+def read(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Read ``path`` into ``({name: NumPy array}, metadata)``. Arrays are fresh copies in native byte
+    order (nothing stays mapped to the file); BF16 becomes float32."""
+    path = os.fspath(path)
+    entries, metadata, start = read_header(path)
+    out = {}
+    with open(path, "rb") as f:
+        for name, (dtype, shape, begin, end) in sorted(entries.items(), key=lambda kv: kv[1][2]):
+            a = np.empty(shape, dtype=DTYPES[dtype])
+            if end > begin:
+                f.seek(start + begin)
+                if f.readinto(memoryview(a.reshape(-1)).cast("B")) != end - begin:
+                    raise ValueError(f"safetensors file {path!r}: tensor {name!r} is truncated")
+            if dtype == "BF16":
+                a = (a.astype(np.uint32) << 16).view(np.float32)
+            elif not a.dtype.isnative:
+                a = a.astype(a.dtype.newbyteorder("="))
+            out[name] = a
+    return out, metadata

@@ -1,0 +1,215 @@
+"""Convolution (conv1d, conv2d): im2col + one GEMM per group, hand-written backward.
+
+Layout: the API is NCHW (torch's), but the work is done channels-last. The input is copied once into a
+zero-padded (N, Hp, Wp, C) buffer, a strided view of it, (N, Ho, Wo, G, kh, kw, Cg), is copied into the
+im2col matrix (N*Ho*Wo, G, kh*kw*Cg), and one GEMM per group gives (N*Ho*Wo, O): that *is* the output in
+channels-last memory, returned as an (N, O, Ho, Wo) view without a transposing copy (like a torch tensor in
+``torch.channels_last`` memory format: ``reshape``/``flatten`` work, ``view(N, -1)`` does not).
+Elementwise ops keep that layout, and the next convolution (or pooling) reads it without a transpose.
+
+Backward: grad_weight = cols^T @ grad_out (cols kept from forward only when the weight needs a gradient),
+grad_input = col2im(grad_out @ W^T), accumulated with one strided add per kernel offset (kh*kw adds).
+conv1d is conv2d with H = 1.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd.function import Function
+from ..autograd.grad_mode import GRAD_ENABLED
+from ..tensor import Tensor
+from .shape import squeeze, unsqueeze
+
+
+class Conv(Function):
+    """x (N, C, [H,] W), weight (O, C/groups, [kh,] kw), bias (O,) or None -> (N, O, [Ho,] Wo)."""
+
+    def forward(self, x: Any, w: Any, b: Any, stride: tuple, padding: tuple, dilation: tuple, groups: int,
+                keep_cols: bool) -> Any:
+        xp = self.backend.xp
+        self.one_d = one_d = x.ndim == 3
+        if one_d:
+            x, w = x[:, :, None, :], w[:, :, None, :]
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = w.shape
+        G, Og, K = groups, O // groups, kh * kw * Cg
+        (sh, sw), (dh, dw), (pt, pb, pl, pr) = stride, dilation, padding
+        Hp, Wp = H + pt + pb, W + pl + pr
+        Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+        M = N * Ho * Wo
+
+        xh = x.transpose(0, 2, 3, 1)  # (N, H, W, C): free when x is channels-last in memory
+        if pt or pb or pl or pr:
+            buf = xp.zeros((N, Hp, Wp, C), dtype=x.dtype)
+            buf[:, pt:pt + H, pl:pl + W] = xh
+            xh = buf
+        elif C > 1 and not xh.flags.c_contiguous:
+            xh = xp.ascontiguousarray(xh)  # one transposing copy, so that im2col reads runs of C values
+        s0, s1, s2, s3 = xh.strides
+        win = xp.lib.stride_tricks.as_strided(
+            xh, (N, Ho, Wo, G, kh, kw, Cg), (s0, s1 * sh, s2 * sw, s3 * Cg, s1 * dh, s2 * dw, s3), writeable=False)
+        cols = win.reshape(M, G, K)  # the im2col copy
+        wm = w.reshape(G, Og, Cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(G, K, Og)  # (G, kh*kw*Cg, Og)
+        if G == 1:
+            out = xp.matmul(cols.reshape(M, K), wm[0])
+        else:
+            out = xp.empty((M, G, Og), dtype=x.dtype)
+            xp.matmul(cols.transpose(1, 0, 2), wm, out=out.transpose(1, 0, 2))
+        out = out.reshape(N, Ho, Wo, O)
+        if b is not None:
+            out += b
+        self.saved = (cols if keep_cols else None, wm)
+        self.geom = (N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, stride, dilation, padding)
+        out = out.transpose(0, 3, 1, 2)
+        return out[:, :, 0, :] if one_d else out
+
+    def backward(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        cols, wm = self.saved
+        N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, (sh, sw), (dh, dw), (pt, pb, pl, pr) = self.geom
+        Og, K, M = O // G, kh * kw * Cg, N * Ho * Wo
+        need_x, need_w, need_b = self.needs_input_grad
+        if self.one_d:
+            g = g[:, :, None, :]
+        gh = g.transpose(0, 2, 3, 1).reshape(M, G, Og)  # free when g is channels-last (it usually is)
+        gx = gw = gb = None
+        if need_b:
+            gb = gh.reshape(M, O).sum(axis=0)
+        if need_w:
+            gwm = _weight_grad(xp, cols, gh)  # (G, K, Og)
+            gw = gwm.reshape(G, kh, kw, Cg, Og).transpose(0, 4, 3, 1, 2).reshape(O, Cg, kh, kw)
+            if self.one_d:
+                gw = gw[:, :, 0, :]
+        if need_x:
+            if G == 1:
+                gcols = xp.matmul(gh.reshape(M, O), wm[0].T)
+            else:
+                gcols = xp.empty((M, G, K), dtype=g.dtype)
+                xp.matmul(gh.transpose(1, 0, 2), wm.transpose(0, 2, 1), out=gcols.transpose(1, 0, 2))
+            gcols = gcols.reshape(N, Ho, Wo, G, kh, kw, Cg)
+            dx = xp.zeros((N, Hp, Wp, G, Cg), dtype=g.dtype)
+            for i in range(kh):  # col2im: one strided accumulation per kernel offset
+                for j in range(kw):
+                    dx[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += \
+                        gcols[:, :, :, :, i, j, :]
+            gx = dx.reshape(N, Hp, Wp, C)[:, pt:pt + H, pl:pl + W].transpose(0, 3, 1, 2)
+            if self.one_d:
+                gx = gx[:, :, 0, :]
+        return gx, gw, gb
+
+
+def _weight_grad(xp: Any, cols: Any, gh: Any) -> Any:
+    """sum_m cols[m, g, :]^T gh[m, g, :] -> (G, K, Og). When K*Og is small and M long, one GEMM is a skinny
+    product with a huge inner dimension, which BLAS runs slowly (and threads badly): cut M into chunks of
+    _ROWS, multiply them as a batch and sum the small partial products."""
+    M, G, K = cols.shape
+    Og = gh.shape[2]
+    if K * Og >= _SKINNY or M < 2 * _ROWS:
+        if G == 1:
+            return xp.matmul(cols.reshape(M, K).T, gh.reshape(M, Og))[None]
+        return xp.matmul(cols.transpose(1, 2, 0), gh.transpose(1, 0, 2))
+    B, full = M // _ROWS, (M // _ROWS) * _ROWS
+    c = cols[:full].reshape(B, _ROWS, G, K).transpose(0, 2, 3, 1)  # (B, G, K, R)
+    h = gh[:full].reshape(B, _ROWS, G, Og).transpose(0, 2, 1, 3)  # (B, G, R, Og)
+    out = xp.matmul(c, h).sum(axis=0)
+    if full < M:
+        out += xp.matmul(cols[full:].transpose(1, 2, 0), gh[full:].transpose(1, 0, 2))
+    return out
+
+
+_SKINNY, _ROWS = 4096, 1024
+
+
+def ntuple(v: Any, n: int, name: str, op: Any) -> tuple:
+    """An int or a length-``n`` sequence of ints as an ``n``-tuple (torch's ``_pair``)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v,) * n
+    t = tuple(v) if isinstance(v, (tuple, list)) else None
+    if t is None or len(t) != n or not all(isinstance(e, int) and not isinstance(e, bool) for e in t):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of {n} ints, got {v!r}")
+    return t
+
+
+def _conv_padding(padding: Any, k: tuple, dilation: tuple, stride: tuple, nd: int, op: Any) -> tuple:
+    """Padding as (top, bottom, left, right); "same" pads dilation*(k-1) in total, the odd one on the
+    bottom/right (as torch does for even kernels)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"{op}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+        if any(s != 1 for s in stride):
+            raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+        pads = []
+        for ki, di in zip(k, dilation):
+            total = di * (ki - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads) if nd == 2 else (0, 0) + tuple(pads)
+    p = ntuple(padding, nd, "padding", op)
+    if any(v < 0 for v in p):
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    return (p[0], p[0], p[1], p[1]) if nd == 2 else (0, 0, p[0], p[0])
+
+
+def conv_nd(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
+            groups: int, nd: int, name: Any) -> Tensor:
+    """conv1d/conv2d with checks. ``name`` (the op's name, or the layer, formatted only when an error is
+    raised) starts every error message."""
+    if not isinstance(input, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: input and weight must be Tensors, got {type(input).__name__} and "
+                        f"{type(weight).__name__}")
+    if input.ndim not in (nd + 1, nd + 2):
+        raise RuntimeError(f"{name}: expected a {nd + 2}-d (batched) or {nd + 1}-d (unbatched) input, got shape "
+                           f"{tuple(input.shape)}")
+    if weight.ndim != nd + 2:
+        raise RuntimeError(f"{name}: expected a {nd + 2}-d weight (out_channels, in_channels/groups, *kernel), "
+                           f"got shape {tuple(weight.shape)}")
+    if input.dtype.kind != "f" or input.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        raise RuntimeError(f"{name}: expected floating-point input, weight and bias of the same dtype, got "
+                           f"{input.dtype}, {weight.dtype}" + (f", {bias.dtype}" if bias is not None else ""))
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"{name}: groups={groups!r} must be a positive int dividing out_channels "
+                         f"({weight.shape[0]})")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise RuntimeError(f"{name}: expected bias of shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    unbatched = input.ndim == nd + 1
+    x = unsqueeze(input, 0) if unbatched else input
+    channels = weight.shape[1] * groups
+    if x.shape[1] != channels:
+        raise RuntimeError(f"{name}: expected input with {channels} channels (weight of shape "
+                           f"{tuple(weight.shape)}, groups={groups}), got shape {tuple(input.shape)}")
+    k = tuple(weight.shape[2:])
+    stride = ntuple(stride, nd, "stride", name)
+    dilation = ntuple(dilation, nd, "dilation", name)
+    if any(s < 1 for s in stride) or any(d < 1 for d in dilation):
+        raise ValueError(f"{name}: stride and dilation must be positive, got stride={stride}, dilation={dilation}")
+    pad4 = _conv_padding(padding, k, dilation, stride, nd, name)
+    padded = (x.shape[2] + pad4[0] + pad4[1], x.shape[3] + pad4[2] + pad4[3]) if nd == 2 else \
+        (x.shape[2] + pad4[2] + pad4[3],)
+    extent = tuple(d * (ki - 1) + 1 for d, ki in zip(dilation, k))
+    if any(p < e for p, e in zip(padded, extent)):
+        raise RuntimeError(f"{name}: input of shape {tuple(input.shape)} (padded spatial size {padded}) is smaller "
+                           f"than the kernel {k} (dilated extent {extent})")
+    s2 = stride if nd == 2 else (1,) + stride
+    d2 = dilation if nd == 2 else (1,) + dilation
+    keep_cols = weight.requires_grad and GRAD_ENABLED[0]
+    out = Conv.apply(x, weight, bias, stride=s2, padding=pad4, dilation=d2, groups=groups, keep_cols=keep_cols)
+    return squeeze(out, 0) if unbatched else out
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Tensor:
+    """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``.
+
+    Shape: input (N, C, H, W) or (C, H, W); weight (O, C/groups, kh, kw); out (N, O, Ho, Wo). ``padding``
+    is an int, a pair, "valid" or "same". The output is channels-last in memory (see the module docstring).
+
+    >>> y = conv2d(nf.randn(2, 3, 8, 8), nf.randn(4, 3, 3, 3), padding="same")   # (2, 4, 8, 8)
+    """
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
+
+
+def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Tensor:
+    """1-D convolution as ``torch.nn.functional.conv1d``: input (N, C, L) or (C, L), weight (O, C/groups, k)."""
+    return conv_nd(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
