@@ -1,7 +1,7 @@
 """LSTM sentence-classifier training step (embedding -> LSTM -> last hidden state -> Linear -> cross-entropy
 -> Adam step): nnforge vs PyTorch CPU, same weights and batches, alternating repeats.
 
-Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats). Ratios below 1 mean nnforge is faster.
+Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats, ``--threads N``; needs threadpoolctl). Ratios below 1 mean nnforge is faster.
 """
 from __future__ import annotations
 
@@ -66,8 +66,11 @@ def training_step(kind: str = "LSTM", batch: int = 64, length: int = 64, hidden:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="BLAS / intra-op threads for both (default: all cores)")
     args = ap.parse_args()
-    threads = set_threads()
+    threads = set_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(threads, user_api="blas")  # nnforge's BLAS gets the same thread count as torch
     number, repeats = (1, 3) if args.quick else (3, 5)
     print(f"# {machine()}, {threads} threads")
     rows = []

@@ -17,7 +17,6 @@ _PENDING = {
     "evaluate": "evaluate a fine-tuned model and write a report",
     "predict": "run a fine-tuned model on new texts",
     "generate": "generate text with a causal language model",
-    "download": "fetch a pretrained model into the local cache",
 }
 
 
@@ -31,6 +30,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    from . import hub
+
+    if args.list or not args.names:
+        for kind in ("model", "dataset"):
+            for name, text in hub.known_names(kind).items():
+                path = hub.cached_path(name)
+                state = "cached" if path.exists() else "not cached"
+                print(f"{name:24s} {kind:8s} {state:11s} {text}")
+        return 0 if args.list else 2
+    failed = 0
+    for name in args.names:
+        try:
+            print(f"{name}: {hub.download(name)}")
+        except Exception as e:  # report every name, then fail at the end
+            failed += 1
+            print(f"nnforge download {name}: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnforge", description="nnforge: deep learning on NumPy")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -39,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--subset", type=int, default=0, help="train on the first N images only (0 = all)")
     train.set_defaults(func=_train)
+    download = sub.add_parser("download", help="fetch pretrained models or data sets into the local cache "
+                                               "($NNFORGE_HOME, default ~/.cache/nnforge)")
+    download.add_argument("names", nargs="*", metavar="NAME", help="e.g. all-MiniLM-L6-v2 smollm2-135m-instruct")
+    download.add_argument("--list", action="store_true", help="list the known names and whether they are cached")
+    download.set_defaults(func=_download)
     for name, text in _PENDING.items():
         p = sub.add_parser(name, help=f"{text} (not available yet)")
         p.set_defaults(func=lambda a, name=name: _pending(name))

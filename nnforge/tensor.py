@@ -10,11 +10,7 @@ from typing import Any, Iterator
 
 from . import dtypes as _dt
 from .autograd.grad_mode import GRAD_ENABLED
-from .backend import CPU, Device, device as _device, get_backend
-
-
-def _backend_of(dev: Device | None):
-    return (dev or CPU).backend
+from .backend import CPU, Device, device as _device
 
 
 class Tensor:

@@ -114,4 +114,4 @@ def _check_finite(op: str, stage: str, arr: Any, backend: Any) -> None:
 
 
 from ..backend import CPU  # noqa: E402
-from ..tensor import Tensor, _backend_of  # noqa: E402  (tensor.py needs nothing from here at import)
+from ..tensor import Tensor  # noqa: E402  (tensor.py needs nothing from here at import)

@@ -1,6 +1,8 @@
 """The CPU backend: NumPy arrays, NumPy's random generator, and fused kernels where NumPy lacks them."""
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,22 @@ class NumpyBackend:
         out /= e
         return out
 
+    def blas_threads(self, n: int) -> Any:
+        """Context manager limiting BLAS to ``n`` threads, for loops of small GEMMs (recurrent layers) where
+        thread hand-offs cost more than they save; a no-op when threadpoolctl is not installed."""
+        ctl = _blas_controller()
+        return ctl.limit(limits=n, user_api="blas") if ctl is not None else contextlib.nullcontext()
+
     # -- randomness ------------------------------------------------------------------------------
     def default_generator(self, seed: int | None = None) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64(seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS libraries (built once), or None without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()

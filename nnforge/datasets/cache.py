@@ -14,13 +14,18 @@ from pathlib import Path
 
 from ..io.atomic import atomic_write_bytes
 
-__all__ = ["cache_dir", "atomic_write_bytes", "fetch_deb_files"]
+__all__ = ["atomic_write_bytes", "cache_dir", "cache_root", "fetch_deb_files"]
+
+
+def cache_root() -> Path:
+    """The nnforge cache: ``$NNFORGE_HOME``, else ``$NNFORGE_CACHE`` (older name), else ``~/.cache/nnforge``."""
+    root = os.environ.get("NNFORGE_HOME") or os.environ.get("NNFORGE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "nnforge"
 
 
 def cache_dir(*parts: str) -> Path:
-    """Return ``$NNFORGE_CACHE`` (or ``~/.cache/nnforge``) joined with ``parts``, created on demand."""
-    root = os.environ.get("NNFORGE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnforge")
-    path = Path(root, *parts)
+    """Return :func:`cache_root` joined with ``parts``, created on demand."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

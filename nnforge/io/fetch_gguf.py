@@ -11,7 +11,6 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tempfile

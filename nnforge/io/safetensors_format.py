@@ -6,6 +6,7 @@ Layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
 little-endian bytes, offsets counted from the start of the data. Reads validate the header against the
 file (sizes, bounds, overlaps, dtypes) before allocating anything, and raise ``ValueError`` naming the file.
 Writes are atomic: a temporary file in the same directory, flushed and fsynced, then ``os.replace``.
+``SafetensorsFile`` (alias ``safe_open``) reads tensors lazily from a memory map.
 """
 from __future__ import annotations
 
@@ -120,22 +121,112 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
     return entries, metadata, 8 + n
 
 
+class SafetensorsFile:
+    """Lazy, memory-mapped reader of one safetensors file, like ``safetensors.safe_open``.
+
+    The header is validated up front (as ``read_header`` does); tensor bytes are read from a memory map only
+    when asked for, so loading never holds the file twice. ``get_tensor`` returns a fresh array in native
+    byte order (``copy=False``: a read-only view into the map where no conversion is needed).
+
+    Args:
+        path: the ``.safetensors`` file.
+        bf16_as_float32: widen BF16 tensors to float32 (exact); False returns their raw uint16 bit patterns.
+
+    Example:
+        >>> with SafetensorsFile("model.safetensors") as f:                 # doctest: +SKIP
+        ...     w = f.get_tensor("embeddings.word_embeddings.weight")      # only this tensor is read
+    """
+
+    def __init__(self, path: str | os.PathLike, *, bf16_as_float32: bool = True):
+        self.path = os.fspath(path)
+        self.bf16_as_float32 = bf16_as_float32
+        self._entries, self._metadata, self._start = read_header(self.path)
+        has_data = any(end > begin for _, _, begin, end in self._entries.values())
+        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if has_data else None
+
+    def keys(self) -> list[str]:
+        """Tensor names in the order their data appear in the file."""
+        return sorted(self._entries, key=lambda k: self._entries[k][2])
+
+    def metadata(self) -> dict:
+        """The ``__metadata__`` mapping (str -> str)."""
+        return dict(self._metadata)
+
+    def dtype_of(self, name: str) -> str:
+        """The stored safetensors dtype name (``"F32"``, ``"BF16"``...) of tensor ``name``."""
+        return self._entry(name)[0]
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return self._entry(name)[1]
+
+    def _entry(self, name: str) -> tuple:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"safetensors file {self.path!r}: no tensor named {name!r} "
+                           f"({len(self._entries)} tensors in the file)") from None
+
+    def get_tensor(self, name: str, dtype=None, copy: bool = True) -> np.ndarray:
+        """Tensor ``name`` as a NumPy array (BF16 as float32 unless ``bf16_as_float32=False``).
+
+        ``dtype`` converts floating-point tensors (e.g. F16/BF16 -> float32) in the same pass; integer and
+        bool tensors keep their type.
+        """
+        kind, shape, begin, end = self._entry(name)
+        stored = DTYPES[kind]
+        if end == begin:
+            raw = np.empty(shape, stored)
+        else:
+            if self._map is None or self._start + end > self._map.size:  # the file changed under us
+                raise ValueError(f"safetensors file {self.path!r}: tensor {name!r} is truncated")
+            raw = self._map[self._start + begin:self._start + end].view(stored).reshape(shape)
+        if kind == "BF16" and self.bf16_as_float32:
+            out = raw.astype(np.uint32)  # a new array: shift it in place, reinterpret as float32
+            out <<= 16
+            out = out.view(np.float32)
+            return out if dtype is None or np.dtype(dtype) == out.dtype else out.astype(dtype)
+        target = stored.newbyteorder("=")
+        if dtype is not None and stored.kind == "f":
+            target = np.dtype(dtype)
+        if not copy and target == stored and raw.size:
+            view = raw.view(np.ndarray)
+            view.flags.writeable = False
+            return view
+        return np.array(raw, dtype=target, copy=True)
+
+    def close(self) -> None:
+        """Drop the map (arrays returned with ``copy=False`` keep it alive until they are freed)."""
+        self._map = None
+
+    def __enter__(self) -> SafetensorsFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __repr__(self) -> str:
+        return f"SafetensorsFile({self.path!r}, {len(self._entries)} tensors)"
+
+
+def safe_open(path: str | os.PathLike, framework: str = "np", device: str = "cpu") -> SafetensorsFile:
+    """The ``safetensors`` library's entry point: ``with safe_open(p, "np") as f: f.get_tensor(k)``."""
+    if framework not in ("np", "numpy") or device != "cpu":
+        raise ValueError(f"safe_open: nnforge reads NumPy arrays on the CPU (framework='np', device='cpu'), "
+                         f"got framework={framework!r}, device={device!r}")
+    return SafetensorsFile(path)
+
+
 def read(path: str | os.PathLike) -> tuple[dict, dict]:
     """Read ``path`` into ``({name: NumPy array}, metadata)``. Arrays are fresh copies in native byte
     order (nothing stays mapped to the file); BF16 becomes float32."""
-    path = os.fspath(path)
-    entries, metadata, start = read_header(path)
-    out = {}
-    with open(path, "rb") as f:
-        for name, (dtype, shape, begin, end) in sorted(entries.items(), key=lambda kv: kv[1][2]):
-            a = np.empty(shape, dtype=DTYPES[dtype])
-            if end > begin:
-                f.seek(start + begin)
-                if f.readinto(memoryview(a.reshape(-1)).cast("B")) != end - begin:
-                    raise ValueError(f"safetensors file {path!r}: tensor {name!r} is truncated")
-            if dtype == "BF16":
-                a = (a.astype(np.uint32) << 16).view(np.float32)
-            elif not a.dtype.isnative:
-                a = a.astype(a.dtype.newbyteorder("="))
-            out[name] = a
-    return out, metadata
+    with SafetensorsFile(path) as f:
+        return {name: f.get_tensor(name) for name in f}, f.metadata()

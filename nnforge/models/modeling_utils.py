@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..autograd.grad_mode import no_grad
 from ..nn.modules.module import Module
 from .configuration import PretrainedConfig
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "xavier_uniform_",
+                   "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
+
+
+@contextmanager
+def no_init_weights():
+    """Make ``nnforge.nn.init``'s initialisers no-ops while a model is built only to be overwritten by a
+    checkpoint (random init of a 135M-parameter model costs seconds). Parameters keep whatever ``empty`` gave
+    them, so use it only when every weight is loaded afterwards (transformers' ``no_init_weights``)."""
+    from ..nn import init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
 
 
 class PreTrainedModel(Module):

@@ -12,7 +12,6 @@ class Dropout(Function):
     uses_inputs = False
 
     def forward(self, a: Any, p: float, generator: Any) -> Any:
-        xp = self.backend.xp
         keep = _rng(generator).random(a.shape, dtype=a.dtype if a.dtype.itemsize >= 4 else "float32") >= p
         self.saved = keep
         self.scale = a.dtype.type(1.0 / (1.0 - p))
