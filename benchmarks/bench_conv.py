@@ -26,12 +26,15 @@ import torch  # noqa: E402
 import nnforge as nf  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 def _median_ms(fn, repeats: int) -> float:
     ts = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = CLOCK()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(CLOCK() - t)
     return statistics.median(ts) * 1e3
 
 
@@ -105,7 +108,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="threads for both libraries (default: theirs)")
     ap.add_argument("--only-cnn", action="store_true", help="time only the CNN training step")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="measure process CPU time instead of wall time (robust on a busy machine; use with --threads 1)")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     b = args.batch_size
@@ -119,7 +127,8 @@ def main() -> None:
     ]
     if args.only_cnn:
         cases = cases[-1:]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} alternated runs")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats} alternated runs, "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
     print(f"{'case (forward+backward)':<36} {'nnforge ms':>11} {'torch ms':>9} {'ratio':>6}")
     for name, (nf_fn, torch_fn) in cases:
         a, t = _alternate(nf_fn, torch_fn, args.repeats)

@@ -1,7 +1,8 @@
 """LSTM sentence-classifier training step (embedding -> LSTM -> last hidden state -> Linear -> cross-entropy
 -> Adam step): nnforge vs PyTorch CPU, same weights and batches, alternating repeats.
 
-Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats, ``--threads N``; needs threadpoolctl). Ratios below 1 mean nnforge is faster.
+Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats, ``--threads N``; needs threadpoolctl).
+Ratios below 1 mean nnforge is faster.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import nnforge as nf  # noqa: E402
-from benchmarks.common import compare, machine, print_table, set_threads  # noqa: E402
+import nnforge as nf
+from benchmarks.common import compare, machine, print_table, set_threads
 
 
 def _models(lib, vocab: int, emb: int, hidden: int, classes: int, kind: str, bidirectional: bool):

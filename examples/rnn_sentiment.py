@@ -2,7 +2,8 @@
 
 Pipeline: lower-cased word tokens -> vocabulary of words seen at least twice in the training split ->
 Embedding -> bidirectional LSTM -> max over time of the (masked) outputs -> dropout -> Linear -> 2 classes.
-Seeded 80/20 stratified split of the 10,568 sentences; Adam; prints the test accuracy (about 75%).
+Seeded 80/20 stratified split of the 10,568 sentences; Adam with linear learning-rate decay; prints the test
+accuracy (76.6% with the defaults).
 
 Run: ``python examples/rnn_sentiment.py [--epochs 4] [--seed 0]``
 """
@@ -35,7 +36,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     train, test = [], []
     for c in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(rows) * test_fraction))
+        n_test = round(len(rows) * test_fraction)
         test.append(rows[:n_test])
         train.append(rows[n_test:])
     return np.concatenate(train), np.concatenate(test)
@@ -86,7 +87,7 @@ class BucketBatchSampler:
         return iter([out[i] for i in self.rng.permutation(len(out))])
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
 def batches(loader: DataLoader):
@@ -107,7 +108,7 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
     return correct / total
 
 
-def train(epochs: int = 4, seed: int = 0, batch_size: int = 64, lr: float = 3e-3, max_len: int = 60,
+def train(epochs: int = 4, seed: int = 0, batch_size: int = 64, lr: float = 4e-3, max_len: int = 60,
           verbose: bool = True) -> float:
     """Train on 80% of the sentences; returns the accuracy on the other 20%."""
     nf.manual_seed(seed)
@@ -124,9 +125,14 @@ def train(epochs: int = 4, seed: int = 0, batch_size: int = 64, lr: float = 3e-3
             return DataLoader(ds, batch_sampler=BucketBatchSampler(lengths[rows], batch_size, seed))
         return DataLoader(ds, batch_size=batch_size)
 
+    # evaluation in length order: almost no padding (the reverse LSTM reads right-padding first)
+    test_rows = test_rows[np.argsort(lengths[test_rows], kind="stable")]
+
     train_loader, test_loader = loader(train_rows, True), loader(test_rows, False)
     model = SentimentRNN(len(vocab) + 2)
     opt = nf.optim.Adam(model.parameters(), lr=lr)
+    total_steps = epochs * len(train_loader)
+    sched = nf.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / total_steps)  # linear decay to 0
     if verbose:
         print(f"{len(train_rows)} train / {len(test_rows)} test sentences, vocabulary {len(vocab) + 2} words")
     for epoch in range(epochs):
@@ -137,6 +143,7 @@ def train(epochs: int = 4, seed: int = 0, batch_size: int = 64, lr: float = 3e-3
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
+            sched.step()
             total, n = total + loss.item(), n + 1
         if verbose:
             print(f"epoch {epoch + 1}: train loss {total / n:.4f}, test accuracy {accuracy(model, test_loader):.4f} "

@@ -10,8 +10,13 @@ import pytest
 
 import nnforge as nf
 from nnforge.models import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
-from nnforge.models.bert import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
-                                 BertForTokenClassification, BertModel)
+from nnforge.models.bert import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -229,8 +234,8 @@ def test_auto_classes_dispatch_on_model_type(minilm):
 
 
 # -- tiny random checkpoints written by transformers ------------------------------------------------
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            max_position_embeddings=64, type_vocab_size=2)
+TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 37, "max_position_embeddings": 64, "type_vocab_size": 2}
 
 
 def _tiny_inputs(seed=0, b=3, t=11):

@@ -14,15 +14,15 @@ from nnforge.models.gpt2 import GPT2Config, GPT2LMHeadModel, GPT2Model
 transformers = pytest.importorskip("transformers")
 
 CONFIGS = {
-    "base": dict(),
-    "inner_gelu_layerscale": dict(n_inner=40, activation_function="gelu", scale_attn_by_inverse_layer_idx=True),
-    "unscaled_relu": dict(scale_attn_weights=False, activation_function="relu", n_layer=1),
+    "base": {},
+    "inner_gelu_layerscale": {"n_inner": 40, "activation_function": "gelu", "scale_attn_by_inverse_layer_idx": True},
+    "unscaled_relu": {"scale_attn_weights": False, "activation_function": "relu", "n_layer": 1},
 }
 
 
 def hf_gpt2(tmp_path, name="base", safe=True, **extra):
     torch.manual_seed(0)
-    kw = dict(vocab_size=61, n_positions=32, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    kw = {"vocab_size": 61, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 4, "bos_token_id": 0, "eos_token_id": 0}
     kw.update(CONFIGS[name], **extra)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**kw)).eval()
     path = tmp_path / f"gpt2-{name}-{safe}"

@@ -16,16 +16,16 @@ from nnforge.models.llama import LlamaConfig, LlamaForCausalLM, LlamaModel, appl
 transformers = pytest.importorskip("transformers")
 
 CONFIGS = {
-    "mha_untied": dict(num_key_value_heads=4, tie_word_embeddings=False),
-    "gqa_tied": dict(num_key_value_heads=2, tie_word_embeddings=True),
-    "mqa_bias_headdim": dict(num_key_value_heads=1, attention_bias=True, mlp_bias=True, head_dim=6),
+    "mha_untied": {"num_key_value_heads": 4, "tie_word_embeddings": False},
+    "gqa_tied": {"num_key_value_heads": 2, "tie_word_embeddings": True},
+    "mqa_bias_headdim": {"num_key_value_heads": 1, "attention_bias": True, "mlp_bias": True, "head_dim": 6},
 }
 
 
 def hf_llama(tmp_path, name="gqa_tied", safe=True, **extra):
     torch.manual_seed(0)
-    kw = dict(vocab_size=67, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-              max_position_embeddings=64, rope_theta=500.0, rms_norm_eps=1e-5, bos_token_id=0, eos_token_id=1)
+    kw = {"vocab_size": 67, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "max_position_embeddings": 64, "rope_theta": 500.0, "rms_norm_eps": 1e-5, "bos_token_id": 0, "eos_token_id": 1}
     kw.update(CONFIGS[name], **extra)
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kw)).eval()
     if kw.get("attention_bias") or kw.get("mlp_bias"):  # transformers initialises biases to zero: make them count
@@ -195,11 +195,11 @@ def test_tiny_gguf_loads_like_transformers(tmp_path, name):
     ids = ids_for()
     with torch.no_grad():
         ref = hf(torch.tensor(ids)).logits.numpy()
+        ref_hidden = hf.model(torch.tensor(ids)).last_hidden_state.numpy()
     with nf.no_grad():
         np.testing.assert_allclose(ours(nf.tensor(ids)).logits.numpy(), ref, atol=1e-4, rtol=0)
         base = LlamaModel.from_pretrained(path)
-        np.testing.assert_allclose(base(nf.tensor(ids)).last_hidden_state.numpy(),
-                                   hf.model(torch.tensor(ids)).last_hidden_state.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(base(nf.tensor(ids)).last_hidden_state.numpy(), ref_hidden, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="does the config match the file"):
         LlamaForCausalLM.from_pretrained(path, hidden_size=64)
 
@@ -236,12 +236,15 @@ def test_smollm2_greedy_answers_paris(smollm2):
     out = model.generate(nf.tensor(ids), max_new_tokens=12)
     answer = tok.decode(out.numpy()[0, ids.shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
-    try:
+    try:  # the same with nnforge's own tokenizer (GGUF vocab + chat template)
         from nnforge.tokenizers import AutoTokenizer
     except ImportError:
         return
     ours = AutoTokenizer.from_pretrained(path)
-    assert "Paris" in ours.decode(out.numpy()[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+    ours_ids = ours.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                        add_generation_prompt=True)
+    assert list(ours_ids) == ids[0].tolist()  # so `out` is also the generation for our tokenizer's prompt
+    assert "Paris" in ours.decode(out.numpy()[0, len(ours_ids):].tolist(), skip_special_tokens=True)
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ class NumpyBackend:
         return np.random.Generator(np.random.PCG64(seed))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _blas_controller() -> Any:
     """threadpoolctl's controller of the loaded BLAS libraries (built once), or None without threadpoolctl."""
     try:

@@ -17,7 +17,7 @@ Deviations from transformers (all internal, numerically equivalent up to float r
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import dtypes as _dt
 from ..autograd.grad_mode import no_grad
@@ -40,20 +40,22 @@ from .configuration import PretrainedConfig
 from .modeling_utils import PreTrainedModel
 from .outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 
-__all__ = ["BertConfig", "BertModel", "BertForSequenceClassification", "BertForTokenClassification",
-           "BertForMaskedLM", "BertPreTrainedModel"]
+__all__ = ["BertConfig", "BertForMaskedLM", "BertForSequenceClassification", "BertForTokenClassification",
+           "BertModel", "BertPreTrainedModel"]
 
 
 class BertConfig(PretrainedConfig):
     """BERT hyper-parameters; the defaults are transformers' ``BertConfig()`` (bert-base-uncased)."""
 
     model_type = "bert"
-    defaults = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                    intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
-                    attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
-                    initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=0, use_cache=True,
-                    classifier_dropout=None, is_decoder=False, add_cross_attention=False, bos_token_id=None,
-                    eos_token_id=None, tie_word_embeddings=True, problem_type=None)
+    defaults: ClassVar[dict] = {
+        "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+        "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0, "use_cache": True,
+        "classifier_dropout": None, "is_decoder": False, "add_cross_attention": False, "bos_token_id": None,
+        "eos_token_id": None, "tie_word_embeddings": True, "problem_type": None,
+    }
 
 
 # transformers' ACT2FN names -> modules ("gelu" is the exact erf form; "gelu_new" the tanh approximation)

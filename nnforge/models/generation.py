@@ -9,6 +9,7 @@ attention mask, the LM loss and activations by transformers' names.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ..autograd.grad_mode import GRAD_ENABLED, no_grad
@@ -20,8 +21,18 @@ from ..ops.math import relu
 from ..random import Generator, _rng
 from ..tensor import Tensor
 
-__all__ = ["KVCache", "GenerationMixin", "attention_bias", "causal_lm_loss", "lm_logits", "activation",
-           "process_logits", "sample"]
+__all__ = [
+    "GenerationMixin",
+    "KVCache",
+    "activation",
+    "attention_bias",
+    "causal_lm_loss",
+    "lm_logits",
+    "process_logits",
+    "sample",
+]
+
+_SINGLE_THREAD_MAX_ROWS = 8  # decoding steps with at most this many sequences run BLAS on one thread
 
 ACT2FN = {"gelu_new": lambda x: gelu(x, approximate="tanh"), "gelu_pytorch_tanh": lambda x: gelu(x, "tanh"),
           "gelu": gelu, "relu": relu, "silu": silu, "swish": silu}
@@ -217,10 +228,14 @@ class GenerationMixin:
         cache = KVCache(max_length=prompt + max_new_tokens)
         cur, n = ids, prompt
         rng = _rng(generator) if do_sample else None
-        for _ in range(max_new_tokens):
-            result = self(Tensor._make(cur, device), attention_mask=Tensor._make(mask[:, :n], device) if padded
-                          else None, position_ids=Tensor._make(positions, device), past_key_values=cache,
-                          use_cache=True, logits_to_keep=1)
+        for step in range(max_new_tokens):
+            # decoding steps multiply a few rows by each weight matrix: memory-bound GEMVs that BLAS threads
+            # slow down (hand-offs cost more than they save; on a busy machine, 100x), so run them on one thread
+            few_rows = step > 0 and batch <= _SINGLE_THREAD_MAX_ROWS
+            with device.backend.blas_threads(1) if few_rows else contextlib.nullcontext():
+                result = self(Tensor._make(cur, device), attention_mask=Tensor._make(mask[:, :n], device) if padded
+                              else None, position_ids=Tensor._make(positions, device), past_key_values=cache,
+                              use_cache=True, logits_to_keep=1)
             cache = result.past_key_values
             scores = result.logits.data[:, -1, :].astype(xp.float32)  # (B, V), our own copy
             scores = process_logits(scores, out[:, :n], repetition_penalty, do_sample, temperature, top_k, top_p,

@@ -13,7 +13,7 @@ Checkpoint keys ``attn.bias`` / ``attn.masked_bias`` (causal-mask buffers of old
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from ..autograd.grad_mode import no_grad
 from ..nn import init
@@ -30,14 +30,14 @@ from .generation import GenerationMixin, KVCache, activation, attention_bias, ca
 from .modeling_utils import PreTrainedModel
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-__all__ = ["GPT2Config", "GPT2Model", "GPT2LMHeadModel"]
+__all__ = ["GPT2Config", "GPT2LMHeadModel", "GPT2Model"]
 
 class GPT2Config(PretrainedConfig):
     """GPT-2 hyper-parameters with transformers' defaults (the 124M model). ``hidden_size``,
     ``num_attention_heads``, ``num_hidden_layers`` and ``max_position_embeddings`` alias the n_* fields."""
 
     model_type = "gpt2"
-    defaults = {
+    defaults: ClassVar[dict] = {
         "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_inner": None,
         "activation_function": "gelu_new", "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
         "layer_norm_epsilon": 1e-5, "initializer_range": 0.02, "summary_type": "cls_index",

@@ -14,9 +14,8 @@ names above, dequantises each tensor to float32 one at a time, and undoes llama.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..autograd.function import Function
 from ..autograd.grad_mode import no_grad
@@ -33,7 +32,7 @@ from .generation import GenerationMixin, KVCache, activation, attention_bias, ca
 from .modeling_utils import PreTrainedModel, no_init_weights
 from .outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-__all__ = ["LlamaConfig", "LlamaModel", "LlamaForCausalLM", "apply_rotary"]
+__all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaModel", "apply_rotary"]
 
 
 class LlamaConfig(PretrainedConfig):
@@ -43,7 +42,7 @@ class LlamaConfig(PretrainedConfig):
     variants (``rope_scaling`` / a ``rope_type`` other than "default") are not supported."""
 
     model_type = "llama"
-    defaults = {
+    defaults: ClassVar[dict] = {
         "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
         "num_attention_heads": 32, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
         "max_position_embeddings": 2048, "initializer_range": 0.02, "rms_norm_eps": 1e-6, "use_cache": True,
@@ -232,7 +231,7 @@ class LlamaPreTrainedModel(PreTrainedModel):
                     init.normal_(p, 0.0, std)
 
     @classmethod
-    def _from_gguf(cls, path: Path, **overrides: Any) -> "LlamaPreTrainedModel":
+    def _from_gguf(cls, path: Path, **overrides: Any) -> LlamaPreTrainedModel:
         """Build the config from a GGUF file's ``llama.*`` metadata (``overrides`` win) and load its tensors."""
         from ..io.gguf import GGUFReader
 
@@ -277,8 +276,7 @@ class LlamaPreTrainedModel(PreTrainedModel):
         return model
 
     def _load_gguf_tensors(self, reader: Any, path: Path) -> None:
-        """Copy every GGUF tensor into its parameter, one dequantised tensor at a time (memory: the model plus
-        one float32 tensor)."""
+        """Put every GGUF tensor into its parameter, dequantised one at a time."""
         own = self.state_dict(keep_vars=True)
         bare = not any(k.startswith("model.") for k in own)  # LlamaModel: no "model." prefix, no head
         tied = "output.weight" not in reader.tensors
@@ -297,7 +295,7 @@ class LlamaPreTrainedModel(PreTrainedModel):
                     unexpected.append(name)
                     continue
                 target = own[hf]
-                w = reader.get_tensor(name)
+                w = reader.get_tensor(name, dtype=target.dtype)
                 if ".attn_q." in name:
                     w = unpermute_qk(w, cfg.num_attention_heads)
                 elif ".attn_k." in name:
@@ -305,9 +303,10 @@ class LlamaPreTrainedModel(PreTrainedModel):
                 if tuple(w.shape) != tuple(target.shape):
                     raise ValueError(f"{path}: tensor {name!r} has shape {tuple(w.shape)} but {type(self).__name__}"
                                      f".{hf} expects {tuple(target.shape)} (does the config match the file?)")
-                target.copy_(target._backend.asarray(w))
+                # the fresh array becomes the parameter's storage: no copy, and the untouched ``empty`` pages
+                # the model was built with are never faulted in (peak memory: the weights + one tensor)
+                target.data = target._backend.asarray(w)
                 loaded.add(hf)
-                del w
         skip = {"lm_head.weight"} if tied else set()
         missing = [k for k in own if k not in loaded and k not in skip]
         if missing or unexpected:

@@ -17,7 +17,6 @@ from ..autograd.grad_mode import no_grad
 from ..nn.modules.module import Module
 from .configuration import PretrainedConfig
 
-
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "xavier_uniform_",
                    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
 

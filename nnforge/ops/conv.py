@@ -45,23 +45,38 @@ class Conv(Function):
             xh = buf
         elif C > 1 and not xh.flags.c_contiguous:
             xh = xp.ascontiguousarray(xh)  # one transposing copy, so that im2col reads runs of C values
-        s0, s1, s2, s3 = xh.strides
-        win = xp.lib.stride_tricks.as_strided(
-            xh, (N, Ho, Wo, G, kh, kw, Cg), (s0, s1 * sh, s2 * sw, s3 * Cg, s1 * dh, s2 * dw, s3), writeable=False)
-        cols = win.reshape(M, G, K)  # the im2col copy
-        wm = w.reshape(G, Og, Cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(G, K, Og)  # (G, kh*kw*Cg, Og)
-        if G == 1:
-            out = xp.matmul(cols.reshape(M, K), wm[0])
+        self.geom = (N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, stride, dilation, padding)
+        if Cg == 1 and G > 1:  # depthwise: kh*kw broadcast multiply-adds beat G tiny GEMMs
+            wd = w.reshape(G, Og, kh * kw).transpose(2, 0, 1).copy()  # (kh*kw, C, multiplier)
+            out = xp.zeros((N, Ho, Wo, G, Og), dtype=x.dtype)
+            for k, v in enumerate(self._offsets(xh)):
+                out += v[..., None] * wd[k]
+            self.saved = (xh if keep_cols else None, wd)
         else:
-            out = xp.empty((M, G, Og), dtype=x.dtype)
-            xp.matmul(cols.transpose(1, 0, 2), wm, out=out.transpose(1, 0, 2))
+            s0, s1, s2, s3 = xh.strides
+            win = xp.lib.stride_tricks.as_strided(
+                xh, (N, Ho, Wo, G, kh, kw, Cg), (s0, s1 * sh, s2 * sw, s3 * Cg, s1 * dh, s2 * dw, s3),
+                writeable=False)
+            cols = win.reshape(M, G, K)  # the im2col copy
+            wm = w.reshape(G, Og, Cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(G, K, Og)  # (G, kh*kw*Cg, Og)
+            if G == 1:
+                out = xp.matmul(cols.reshape(M, K), wm[0])
+            else:
+                out = xp.empty((M, G, Og), dtype=x.dtype)
+                xp.matmul(cols.transpose(1, 0, 2), wm, out=out.transpose(1, 0, 2))
+            self.saved = (cols if keep_cols else None, wm)
         out = out.reshape(N, Ho, Wo, O)
         if b is not None:
             out += b
-        self.saved = (cols if keep_cols else None, wm)
-        self.geom = (N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, stride, dilation, padding)
         out = out.transpose(0, 3, 1, 2)
         return out[:, :, 0, :] if one_d else out
+
+    def _offsets(self, a: Any) -> list:
+        """The kh*kw strided views (N, Ho, Wo, ...) of a padded channels-last array, one per kernel offset."""
+        kh, kw, Ho, Wo = self.geom[6], self.geom[7], self.geom[9], self.geom[10]
+        (sh, sw), (dh, dw) = self.geom[13], self.geom[14]
+        return [a[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
+                for i in range(kh) for j in range(kw)]
 
     def backward(self, g: Any) -> tuple:
         xp = self.backend.xp
@@ -75,28 +90,64 @@ class Conv(Function):
         gx = gw = gb = None
         if need_b:
             gb = gh.reshape(M, O).sum(axis=0)
-        if need_w:
-            gwm = _weight_grad(xp, cols, gh)  # (G, K, Og)
-            gw = gwm.reshape(G, kh, kw, Cg, Og).transpose(0, 4, 3, 1, 2).reshape(O, Cg, kh, kw)
-            if self.one_d:
-                gw = gw[:, :, 0, :]
-        if need_x:
-            if G == 1:
-                gcols = xp.matmul(gh.reshape(M, O), wm[0].T)
-            else:
-                gcols = xp.empty((M, G, K), dtype=g.dtype)
-                xp.matmul(gh.transpose(1, 0, 2), wm.transpose(0, 2, 1), out=gcols.transpose(1, 0, 2))
-            gcols = gcols.reshape(N, Ho, Wo, G, kh, kw, Cg)
-            dx = xp.zeros((N, Hp, Wp, G, Cg), dtype=g.dtype)
-            for i in range(kh):  # col2im: one strided accumulation per kernel offset
-                for j in range(kw):
-                    dx[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw] += \
-                        gcols[:, :, :, :, i, j, :]
-            gx = dx.reshape(N, Hp, Wp, C)[:, pt:pt + H, pl:pl + W].transpose(0, 3, 1, 2)
+        if Cg == 1 and G > 1:
+            gw, gx = self._depthwise_backward(xp, gh.reshape(N, Ho, Wo, G, Og), need_w, need_x)
+        else:
+            if need_w:
+                gwm = _weight_grad(xp, cols, gh)  # (G, K, Og)
+                gw = gwm.reshape(G, kh, kw, Cg, Og).transpose(0, 4, 3, 1, 2).reshape(O, Cg, kh, kw)
+            if need_x and G == 1 and sh == sw == 1:
+                gx = self._input_grad_stride1(xp, gh.reshape(N, Ho, Wo, O), wm[0])
+            elif need_x:
+                if G == 1:
+                    gcols = xp.matmul(gh.reshape(M, O), wm[0].T)
+                else:
+                    gcols = xp.empty((M, G, K), dtype=g.dtype)
+                    xp.matmul(gh.transpose(1, 0, 2), wm.transpose(0, 2, 1), out=gcols.transpose(1, 0, 2))
+                gcols = gcols.reshape(N, Ho, Wo, G, kh * kw, Cg)
+                gx = xp.zeros((N, Hp, Wp, G, Cg), dtype=g.dtype)
+                for k, view in enumerate(self._offsets(gx)):  # col2im: one strided add per kernel offset
+                    view += gcols[:, :, :, :, k, :]
+        if gx is not None:
+            gx = gx.reshape(N, Hp, Wp, C)[:, pt:pt + H, pl:pl + W].transpose(0, 3, 1, 2)
             if self.one_d:
                 gx = gx[:, :, 0, :]
+        if gw is not None and self.one_d:
+            gw = gw[:, :, 0, :]
         return gx, gw, gb
 
+    def _input_grad_stride1(self, xp: Any, gh: Any, wm: Any) -> Any:
+        """col2im without strided reads, for stride 1: gh (N, Ho, Wo, O) is laid on a grid as wide as the
+        padded input (extra columns zero), so the contribution of kernel offset (i, j) to the flattened
+        padded input is one GEMM result shifted by (i*dh*Wp + j*dw) pixels: a contiguous add per offset.
+        Returns the gradient of the padded input (N, Hp, Wp, C)."""
+        N, Ho, Wo, O = gh.shape
+        C, kh, kw, Hp, Wp, (dh, dw) = self.geom[1], self.geom[6], self.geom[7], self.geom[11], self.geom[12], \
+            self.geom[14]
+        wide = xp.zeros((N, Ho, Wp, O), dtype=gh.dtype)
+        wide[:, :, :Wo] = gh
+        wide = wide.reshape(N * Ho * Wp, O)
+        run, size = Ho * Wp * C, Hp * Wp * C
+        dx = xp.zeros((N, size + dw * (kw - 1) * C), dtype=gh.dtype)  # slack: the last row's spill (zeros)
+        for i in range(kh):
+            for j in range(kw):
+                k, off = i * kw + j, (i * dh * Wp + j * dw) * C
+                dx[:, off:off + run] += xp.matmul(wide, wm[k * C:(k + 1) * C].T).reshape(N, run)
+        return dx[:, :size].reshape(N, Hp, Wp, C)
+
+    def _depthwise_backward(self, xp: Any, gh: Any, need_w: bool, need_x: bool) -> tuple:
+        """gh (N, Ho, Wo, C, multiplier) -> (grad weight (O, 1, kh, kw), grad of the padded input or None)."""
+        xh, wd = self.saved
+        N, C, O, kh, kw, Hp, Wp = (self.geom[i] for i in (0, 1, 4, 6, 7, 11, 12))
+        gw = gx = None
+        if need_w:
+            gwd = xp.stack([xp.einsum("nhwc,nhwcm->cm", v, gh) for v in self._offsets(xh)])  # (kh*kw, C, m)
+            gw = gwd.transpose(1, 2, 0).reshape(O, 1, kh, kw)
+        if need_x:
+            gx = xp.zeros((N, Hp, Wp, C), dtype=gh.dtype)
+            for k, view in enumerate(self._offsets(gx)):
+                view += xp.einsum("nhwcm,cm->nhwc", gh, wd[k])
+        return gw, gx
 
 def _weight_grad(xp: Any, cols: Any, gh: Any) -> Any:
     """sum_m cols[m, g, :]^T gh[m, g, :] -> (G, K, Og). When K*Og is small and M long, one GEMM is a skinny

@@ -11,7 +11,8 @@ Each Function returns one packed array (autograd nodes have one output) of shape
     reverse direction:  [h_1 .. h_T, h_0 (, c_T)]     outputs are rows 0..T-1, h_n is row 0
 
 so the hidden state preceding time ``t`` (``h_prev``) is row ``t`` (forward) or ``t + 1`` (reverse), and all
-of them form a view (the copy of ``h_0`` passes its gradient on to ``h_0``). ``unpack`` turns the packed tensor into ``(output, h_n[, c_n])`` tensors.
+of them form a view (the copy of ``h_0`` passes its gradient on to ``h_0``). ``unpack`` turns the packed tensor
+into ``(output, h_n[, c_n])`` tensors.
 
 Sigmoids are computed as ``0.5 * tanh(0.5 * a) + 0.5`` (one transcendental pass, no overflow), with the 0.5
 folded into internal copies of the weights so each step needs a single ``tanh`` over its gates.
