@@ -85,9 +85,7 @@ def _counts(t: np.ndarray, p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     sl = labels[order]
     ti, pi = np.searchsorted(sl, t).clip(0, max(k - 1, 0)), np.searchsorted(sl, p).clip(0, max(k - 1, 0))
     keep = (sl[ti] == t) & (sl[pi] == p) if k else np.zeros(t.shape, bool)
-    inv = np.empty(k, np.int64)
-    inv[order] = np.arange(k)
-    flat = inv[ti[keep]] * k + inv[pi[keep]]
+    flat = order[ti[keep]] * k + order[pi[keep]]  # sorted position -> position in ``labels``
     return np.bincount(flat, minlength=k * k).reshape(k, k).astype(np.int64)
 
 

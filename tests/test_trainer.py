@@ -62,9 +62,9 @@ def test_gradient_accumulation_equals_larger_batch():
                     gradient_accumulation_steps=accum, seed=3)
         out = t.train()
         assert out["global_step"] == 9
-        runs[(bs, accum)] = [p.numpy().copy() for p in model.parameters()]
+        runs[(bs, accum)] = [p.detach().numpy().copy() for p in model.parameters()]
     ref = runs[(32, 1)]
-    assert not np.array_equal(ref[0], _mlp().parameters().__next__().numpy())  # training moved the weights
+    assert not np.array_equal(ref[0], next(_mlp().parameters()).detach().numpy())  # training moved the weights
     for key in ((8, 4), (16, 2)):
         for a, b in zip(runs[key], ref):
             np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
@@ -81,11 +81,11 @@ def test_accumulation_window_shorter_at_epoch_end():
 def test_max_grad_norm_clips_each_step():
     x, y = _toy(32)
     model = _mlp()
-    before = [p.numpy().copy() for p in model.parameters()]
+    before = [p.detach().numpy().copy() for p in model.parameters()]
     opt = nf.optim.SGD(model.parameters(), lr=1.0)
     t = Trainer(model, opt, F.cross_entropy, (x, y), batch_size=32, max_grad_norm=1e-3, logging_steps=1)
     t.train(max_steps=1)
-    delta = np.sqrt(sum(((p.numpy() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    delta = np.sqrt(sum(((p.detach().numpy() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
     np.testing.assert_allclose(delta, 1e-3, rtol=1e-3)
     assert t.log_history[0]["grad_norm"] > 1e-2   # the norm before clipping is reported
 
@@ -214,7 +214,7 @@ def test_dict_batches_hf_style_and_with_loss_fn():
         t = Trainer(model, nf.optim.SGD(model.parameters(), lr=0.1), loss_fn, _DictData(x, y),
                     eval_dataset=_DictData(x, y), batch_size=16, epochs=2, metrics=["accuracy"])
         t.train()
-        results.append(([p.numpy().copy() for p in model.parameters()], t.evaluate()))
+        results.append(([p.detach().numpy().copy() for p in model.parameters()], t.evaluate()))
     for a, b in zip(results[0][0], results[1][0]):
         assert np.array_equal(a, b)
     assert results[0][1] == results[1][1]

@@ -3,8 +3,11 @@ from .auto import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoMo
                    AutoModelForTokenClassification)
 from ..tokenizers import AutoTokenizer
 from .configuration import PretrainedConfig
+from .gpt2 import GPT2Config, GPT2LMHeadModel, GPT2Model
+from .llama import LlamaConfig, LlamaForCausalLM, LlamaModel
 from .modeling_utils import PreTrainedModel
 from .outputs import ModelOutput
 
 __all__ = ["AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
-           "AutoModelForTokenClassification", "AutoTokenizer", "PretrainedConfig", "PreTrainedModel", "ModelOutput"]
+           "AutoModelForTokenClassification", "AutoTokenizer", "GPT2Config", "GPT2LMHeadModel", "GPT2Model", "LlamaConfig", "LlamaForCausalLM",
+           "LlamaModel", "PretrainedConfig", "PreTrainedModel", "ModelOutput"]

@@ -1,5 +1,10 @@
 """High-level training: Keras-style ``compile/fit/evaluate/predict`` on every ``nn.Module``, callbacks, Trainer."""
-from .callbacks import Callback, CallbackList
+from . import keras  # noqa: F401  (attaches compile/fit/evaluate/predict to nn.Module)
+from . import losses, plots, shortcuts
+from .callbacks import (Callback, CallbackList, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
+                        ProgressBar, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
+from .history import History
+from .plots import plot_confusion_matrix, plot_history
 
 # --- Trainer (nnforge/train/trainer.py) ---
 from .trainer import Trainer, TrainerState

@@ -214,7 +214,7 @@ class Trainer:
                                    -(-max_steps // self.steps_per_epoch), "steps": self.steps_per_epoch,
                                    "verbose": 1})
         self.callbacks.on_train_begin({})
-        last_saved = st.global_step if resume_from_checkpoint else None
+        last_saved = st.global_step if self.resumed_from is not None else None
         while st.global_step < limit and not self.model.stop_training:
             self._data_generator.set_state(st.data_state)
             order = (self._data_generator.rng.permutation(len(self.train_dataset)).tolist() if self.shuffle
@@ -241,6 +241,8 @@ class Trainer:
                 if self.eval_dataset is not None and (epoch_end or self.eval_steps is not None
                                                       and st.global_step % self.eval_steps == 0):
                     metrics = self.evaluate()
+                    if isinstance(self.lr_scheduler, ReduceLROnPlateau):
+                        self.lr_scheduler.step(metrics["eval_loss"])
                 if epoch_end:
                     self._end_epoch(metrics)
                 if self.output_dir is not None and self.save_steps is not None \
@@ -414,8 +416,6 @@ class Trainer:
             y_true, y_pred = np.concatenate(targets), np.concatenate(preds)
             for name, fn in self.metrics.items():
                 result[f"eval_{name}"] = float(fn(y_true, y_pred))
-        if isinstance(self.lr_scheduler, ReduceLROnPlateau):
-            self.lr_scheduler.step(result["eval_loss"])
         self.callbacks.on_test_end({"loss": result["eval_loss"],
                                     **{k[len("eval_"):]: v for k, v in result.items() if k != "eval_loss"}})
         return result
