@@ -32,8 +32,8 @@ from ..io.atomic import atomic_open, fsync_dir
 from ..serialization import load, save
 from ..tensor import Tensor
 
-__all__ = ["CheckpointError", "save_checkpoint", "read_checkpoint", "list_checkpoints", "rotate_checkpoints",
-           "remove_stale", "to_json", "from_json"]
+__all__ = ["CheckpointError", "from_json", "list_checkpoints", "read_checkpoint", "remove_stale", "rotate_checkpoints",
+           "save_checkpoint", "to_json"]
 
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
