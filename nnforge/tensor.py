@@ -33,9 +33,9 @@ class Tensor:
             self.requires_grad_(True)
 
     @staticmethod
-    def _make(data: Any, dev: Device) -> "Tensor":
+    def _make(data: Any, dev: Device, cls: type | None = None) -> "Tensor":
         """Wrap an array produced by an op (no copy, no checks): the hot path of every op."""
-        t = object.__new__(Tensor)
+        t = object.__new__(cls or Tensor)
         t.data = data
         t._device = dev
         t.requires_grad = False
@@ -76,7 +76,8 @@ class Tensor:
     def size(self, dim: int | None = None):
         if dim is None:
             return self.data.shape
-        return self.data.shape[_wrap_dim(dim, self.data.ndim, "size")]
+        from .ops._util import wrap_dim
+        return self.data.shape[wrap_dim(dim, self.data.ndim, "size")]
 
     def dim(self) -> int:
         return self.data.ndim
@@ -394,14 +395,6 @@ def _is_device_name(s: str) -> bool:
     """Device strings ('cpu', 'cuda:0') as opposed to dtype strings ('float32')."""
     from .backend import available_devices
     return s.split(":")[0] in {"cpu", "cuda", "mps", "xpu", "meta", *available_devices()}
-
-
-def _wrap_dim(dim: int, ndim: int, op: str) -> int:
-    n = max(ndim, 1)
-    if not -n <= dim < n:
-        raise IndexError(f"{op}: dimension {dim} out of range for a tensor of {ndim} dims "
-                         f"(expected in [{-n}, {n - 1}])")
-    return dim % n
 
 
 def _to_array(data: Any, dtype: Any, dev: Device):

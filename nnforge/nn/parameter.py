@@ -11,16 +11,12 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
+    def __new__(cls, data: Any = None, requires_grad: bool = True) -> "Parameter":
         # wrap without copying: a Parameter made from a tensor shares its memory, as in torch
         src = data if isinstance(data, Tensor) else Tensor([] if data is None else data)
-        self.data = src.data
-        self._device = src._device
-        self.grad = None
-        self.grad_fn = None
-        self._version = [0]
-        self._hooks = None
-        self.requires_grad = False
+        return Tensor._make(src.data, src._device, cls)
+
+    def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
         if requires_grad:
             self.requires_grad_(True)
 
