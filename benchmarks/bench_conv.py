@@ -109,7 +109,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="threads for both libraries (default: theirs)")
     ap.add_argument("--only-cnn", action="store_true", help="time only the CNN training step")
     ap.add_argument("--cpu-time", action="store_true",
-                    help="measure process CPU time instead of wall time (robust on a busy machine; use with --threads 1)")
+                    help="process CPU time instead of wall time (robust on a busy machine; use with --threads 1)")
     args = ap.parse_args()
     global CLOCK
     if args.cpu_time:

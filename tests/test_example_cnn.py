@@ -1,4 +1,5 @@
-"""The Fashion-MNIST CNN example learns: 1 epoch on 10k training images, accuracy on held-out test images."""
+"""The Fashion-MNIST CNN example learns: 2 epochs on 10k training images (158 steps, about 30-60 s),
+then accuracy on 5k held-out test images (83.4% for this seed; the bar leaves room for BLAS rounding)."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,6 +18,6 @@ def test_cnn_example_trains_on_a_subset() -> None:
     spec = importlib.util.spec_from_file_location("cnn_fashion_mnist", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    result = example.train(epochs=1, subset=10_000, batch_size=128, seed=0, test_subset=5_000, log_every=0)
-    assert result["steps"] == 79
+    result = example.train(epochs=2, subset=10_000, batch_size=128, seed=0, test_subset=5_000, log_every=0)
+    assert result["steps"] == 158
     assert result["test_accuracy"] >= 0.80, result

@@ -81,7 +81,7 @@ class Conv(Function):
     def backward(self, g: Any) -> tuple:
         xp = self.backend.xp
         cols, wm = self.saved
-        N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, (sh, sw), (dh, dw), (pt, pb, pl, pr) = self.geom
+        N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, (sh, sw), _, (pt, _, pl, _) = self.geom
         Og, K, M = O // G, kh * kw * Cg, N * Ho * Wo
         need_x, need_w, need_b = self.needs_input_grad
         if self.one_d:

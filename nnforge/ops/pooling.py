@@ -65,7 +65,7 @@ class _Pool(Function):
         return out[:, :, 0, :] if self.one_d else out
 
     def _grad_input(self, dx: Any) -> Any:
-        k, s, d, pad, out, size = self.geom
+        pad = self.geom[3]
         H, W = self.in_shape[2:]
         dx = dx[:, :, pad[0]:pad[0] + H, pad[1]:pad[1] + W]
         return dx[:, :, 0, :] if self.one_d else dx
@@ -115,7 +115,7 @@ class MaxPool(_Pool):
 
     def _flat_indices(self, xp: Any, idx: Any) -> Any:
         """Offsets -> torch's indices into each input plane, flattened over (H, W) (over L for 1-d)."""
-        (kh, kw), (sh, sw), (dh, dw), (ph, pw), (ho, wo), _ = self.geom
+        (_, kw), (sh, sw), (dh, dw), (ph, pw), (ho, wo), _ = self.geom
         W = self.in_shape[3]
         idx = idx.astype(xp.int64)
         row = (xp.arange(ho) * sh - ph)[:, None] + (idx // kw) * dh
@@ -126,7 +126,7 @@ class MaxPool(_Pool):
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
         idx = self.saved
-        k, s, d, pad, out_hw, size = self.geom
+        k, s, d, _, out_hw, size = self.geom
         if self.one_d:
             g = g[:, :, None, :]
         g = _like(xp, g, idx)
@@ -158,7 +158,7 @@ class AvgPool(_Pool):
 
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
-        k, s, d, pad, out_hw, size = self.geom
+        k, s, d, _, out_hw, size = self.geom
         if self.one_d:
             g = g[:, :, None, :]
         g = g / self.divisor
@@ -283,7 +283,7 @@ def _avg_divisor(x: Tensor, geom: tuple, count_include_pad: bool, divisor_overri
         if not divisor_override or divisor_override < 0:
             raise ValueError(f"avg_pool{nd}d: divisor_override must be a positive number, got {divisor_override}")
         return float(divisor_override)
-    k, s, d, p, out, size = geom
+    k, s, _, p, out, _ = geom
     spatial = (1,) * (2 - nd) + tuple(x.shape[-nd:])
     per_axis = []
     for n, ki, si, pi, o in zip(spatial, k, s, p, out):
