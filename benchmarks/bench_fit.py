@@ -75,8 +75,8 @@ def main() -> None:
         fit_model.compile(nf.optim.Adam(fit_model.parameters(), lr=1e-3), "sparse_categorical_crossentropy",
                           ["accuracy"] if with_acc else None)
         runners = {
-            "hand loop": lambda: hand_loop(loop_model, loop_opt, x, y, bs, with_acc),
-            "fit": lambda: fit_model.fit(x, y, batch_size=bs, epochs=1, verbose=0),
+            "hand loop": lambda m=loop_model, o=loop_opt, a=with_acc: hand_loop(m, o, x, y, bs, a),
+            "fit": lambda m=fit_model: m.fit(x, y, batch_size=bs, epochs=1, verbose=0),
         }
         for fn in runners.values():  # warm up
             fn()

@@ -25,9 +25,29 @@ import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["accuracy", "precision", "recall", "f1", "precision_recall_f1", "roc_auc", "confusion_matrix",
-           "perplexity", "mse", "mae", "Metric", "Mean", "Accuracy", "Precision", "Recall", "F1",
-           "ConfusionMatrix", "RocAuc", "Perplexity", "MeanSquaredError", "MeanAbsoluteError"]
+__all__ = [
+    "F1",
+    "Accuracy",
+    "ConfusionMatrix",
+    "Mean",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "Metric",
+    "Perplexity",
+    "Precision",
+    "Recall",
+    "RocAuc",
+    "accuracy",
+    "confusion_matrix",
+    "f1",
+    "mae",
+    "mse",
+    "perplexity",
+    "precision",
+    "precision_recall_f1",
+    "recall",
+    "roc_auc",
+]
 
 _AVERAGES = ("binary", "micro", "macro", "weighted", None)
 

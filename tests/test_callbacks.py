@@ -9,8 +9,18 @@ from sklearn.datasets import load_digits
 
 import nnforge as nf
 from nnforge import nn
-from nnforge.train import (Callback, CallbackList, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
-                           ProgressBar, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
+from nnforge.train import (
+    Callback,
+    CallbackList,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ProgressBar,
+    ReduceLROnPlateau,
+    TensorBoard,
+    TerminateOnNaN,
+)
 from nnforge.train.tensorboard import crc32c, read_events
 
 
@@ -69,8 +79,10 @@ def test_hook_order_in_fit(digits):
                 return lambda *a, **k: events.append(name)
             return object.__getattribute__(self, name)
 
-    model.fit(x[:64], y[:64], batch_size=32, epochs=1, validation_data=(x[:32], y[:32]), callbacks=[Rec()],
-              verbose=0)
+    rec = Rec()
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, validation_data=(x[:32], y[:32]),
+              callbacks=CallbackList([rec]), verbose=0)
+    assert rec.model is model and rec.params["steps"] == 2 and rec.params["epochs"] == 1
     assert events == ["on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_train_batch_end",
                       "on_train_batch_begin", "on_train_batch_end", "on_test_begin", "on_test_batch_begin",
                       "on_test_batch_end", "on_test_end", "on_epoch_end", "on_train_end"]
@@ -133,12 +145,12 @@ def test_csv_logger_rows(digits, tmp_path):
     model, (x, y) = model_and_data(digits)
     path = tmp_path / "log.csv"
     h = model.fit(x, y, epochs=3, validation_split=0.2, verbose=0, callbacks=[CSVLogger(path)])
-    rows = list(csv.DictReader(open(path)))
+    rows = list(csv.DictReader(path.read_text().splitlines()))
     assert list(rows[0]) == ["epoch", "accuracy", "loss", "lr", "val_accuracy", "val_loss"]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert [float(r["val_loss"]) for r in rows] == pytest.approx(h.history["val_loss"], rel=1e-12)
     model.fit(x, y, epochs=2, validation_split=0.2, verbose=0, callbacks=[CSVLogger(path, append=True)])
-    lines = open(path).read().splitlines()
+    lines = path.read_text().splitlines()
     assert len(lines) == 1 + 3 + 2 and lines.count(lines[0]) == 1
 
 

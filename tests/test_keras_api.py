@@ -247,11 +247,14 @@ def test_fashion_mnist_mlp_subset():
     except FileNotFoundError as e:
         pytest.skip(str(e))
     sel = np.random.default_rng(0).permutation(len(ytr))[:10000]
-    prep = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
+
+    def prep(a):
+        return a.reshape(len(a), -1).astype(np.float32) / 255.0
+
     nf.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     model.compile(nf.optim.Adam(model.parameters(), lr=1e-3), "sparse_categorical_crossentropy", ["accuracy"])
     h = model.fit(prep(xtr[sel]), ytr[sel], batch_size=64, epochs=3, validation_split=0.1, verbose=0)
-    loss, acc = model.evaluate(prep(xte[:2000]), yte[:2000], batch_size=500)
+    _, acc = model.evaluate(prep(xte[:2000]), yte[:2000], batch_size=500)
     print(f"fashion-mnist MLP: val_accuracy {h.history['val_accuracy']}, test accuracy {acc:.4f}")
     assert acc >= 0.80, acc

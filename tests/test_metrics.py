@@ -47,7 +47,7 @@ def test_prf_multiclass_equals_sklearn(average, zero_division):
     ref = skm.precision_recall_fscore_support(y, pred, average=average, zero_division=zero_division)[:3]
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-12, equal_nan=True)
-    kw = dict(average=average, zero_division=zero_division)
+    kw = {"average": average, "zero_division": zero_division}
     np.testing.assert_allclose(M.f1(y, pred, **kw), skm.f1_score(y, pred, **kw), equal_nan=True)
     np.testing.assert_allclose(M.precision(y, pred, **kw), skm.precision_score(y, pred, **kw), equal_nan=True)
     np.testing.assert_allclose(M.recall(y, pred, **kw), skm.recall_score(y, pred, **kw), equal_nan=True)

@@ -250,3 +250,17 @@ def test_errors():
         Trainer(model, opt, F.cross_entropy, (x, y), metrics=["nope"])
     with pytest.raises(ValueError, match="resume_from_checkpoint=True needs an output_dir"):
         Trainer(model, opt, F.cross_entropy, (x, y)).train(resume_from_checkpoint=True)
+
+
+def test_keras_lr_callbacks_reach_the_trainers_optimizer():
+    from nnforge.train.callbacks import LearningRateScheduler
+
+    nf.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = nf.optim.SGD(model.parameters(), lr=0.1)
+    x = nf.randn(16, 4)
+    y = nf.randint(0, 2, (16,))
+    trainer = Trainer(model, opt, nf.nn.functional.cross_entropy, (x, y), batch_size=8, epochs=2,
+                      callbacks=[LearningRateScheduler(lambda epoch, lr: 0.5 ** (epoch + 1))])
+    trainer.train()
+    assert opt.param_groups[0]["lr"] == 0.25

@@ -1,6 +1,5 @@
 """High-level training: Keras-style ``compile/fit/evaluate/predict`` on every ``nn.Module``, callbacks, Trainer."""
-from . import keras  # noqa: F401  (attaches compile/fit/evaluate/predict to nn.Module)
-from . import losses, plots, shortcuts
+from . import keras, losses, plots, shortcuts  # importing keras attaches compile/fit/evaluate/predict to nn.Module
 from .callbacks import (Callback, CallbackList, CSVLogger, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
                         ProgressBar, ReduceLROnPlateau, TensorBoard, TerminateOnNaN)
 from .history import History

@@ -11,12 +11,23 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Callback", "CallbackList", "ProgressBar", "EarlyStopping", "ModelCheckpoint", "CSVLogger", "TensorBoard",
-           "LearningRateScheduler", "ReduceLROnPlateau", "TerminateOnNaN"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "TensorBoard",
+    "TerminateOnNaN",
+]
 
 
 class Callback:
@@ -406,7 +417,7 @@ class CSVLogger(Callback):
             self.keys = header[1:] if header else None
         else:
             self.keys = None
-        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115  (closed at train end)
         self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):

@@ -35,8 +35,17 @@ from .callbacks import CallbackList, ProgressBar
 from .history import History
 from .shortcuts import get_loss, get_metric, get_optimizer
 
-__all__ = ["compile", "fit", "evaluate", "predict", "train_step", "test_step", "predict_step", "compute_loss",
-           "compute_metrics"]
+__all__ = [
+    "compile",
+    "compute_loss",
+    "compute_metrics",
+    "evaluate",
+    "fit",
+    "predict",
+    "predict_step",
+    "test_step",
+    "train_step",
+]
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -86,7 +95,7 @@ class _ArrayData:
 
     def split(self, fraction: float) -> tuple:
         """(first 1-fraction, last fraction) of the samples, before any shuffling (as Keras does)."""
-        n_val = int(math.floor(self.samples * fraction))
+        n_val = math.floor(self.samples * fraction)
         if not 0 < n_val < self.samples:
             raise ValueError(f"fit: validation_split={fraction} leaves {n_val} of {self.samples} samples for "
                              f"validation; expected a fraction in (0, 1) giving at least one sample to each side")
@@ -224,7 +233,7 @@ def _require_compiled(model: Module, what: str) -> None:
 
 
 # -- methods ---------------------------------------------------------------------------------------------------
-def compile(self: Module, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None) -> None:  # noqa: A001
+def compile(self: Module, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None) -> None:
     """Configure training: the optimizer, the loss and the metrics to report.
 
     Args:
@@ -338,9 +347,7 @@ class _Tracker:
 
 
 def _callbacks(model: Module, callbacks: Any, verbose: int, params: dict, history: History | None = None) -> Any:
-    if isinstance(callbacks, CallbackList):
-        return callbacks
-    cbs = list(callbacks or [])
+    cbs = list(callbacks.callbacks if isinstance(callbacks, CallbackList) else callbacks or [])
     if history is not None:
         cbs.append(history)
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
@@ -370,7 +377,7 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
     _require_compiled(self, "fit")
     if validation_data is None and validation_split and isinstance(x, Dataset) and not isinstance(x, IterableDataset):
         n = len(x)
-        cut = n - int(math.floor(n * validation_split))
+        cut = n - math.floor(n * validation_split)
         x, validation_data = Subset(x, range(cut)), Subset(x, range(cut, n))
     train = _adapt(x, y, batch_size, shuffle, "fit")
     val = None
@@ -384,8 +391,6 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
     history = History()
     params = {"epochs": epochs, "steps": train.steps, "verbose": verbose, "samples": train.samples}
     cbs = _callbacks(self, callbacks, verbose, params, history)
-    if history not in cbs.callbacks:
-        cbs.append(history)
     was_training = self.training
     object.__setattr__(self, "stop_training", False)
     cbs.on_train_begin()

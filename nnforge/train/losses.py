@@ -14,8 +14,15 @@ from typing import Any
 from ..nn import functional as F
 from ..tensor import Tensor
 
-__all__ = ["Loss", "BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy",
-           "MeanSquaredError", "MeanAbsoluteError", "Huber"]
+__all__ = [
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "Huber",
+    "Loss",
+    "MeanAbsoluteError",
+    "MeanSquaredError",
+    "SparseCategoricalCrossentropy",
+]
 
 
 def _like(y_true: Any, y_pred: Tensor, dtype: Any = None) -> Tensor:

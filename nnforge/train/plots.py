@@ -13,7 +13,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write_bytes
 
-__all__ = ["plot_history", "plot_confusion_matrix"]
+__all__ = ["plot_confusion_matrix", "plot_history"]
 
 
 def _figure(figsize: tuple) -> Any:

@@ -22,13 +22,14 @@ Metrics (or any ``nnforge.metrics.Metric``):
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import metrics as M
 from .. import optim
 from . import losses as L
 
-__all__ = ["get_optimizer", "get_loss", "get_metric", "OPTIMIZERS", "LOSSES", "METRICS"]
+__all__ = ["LOSSES", "METRICS", "OPTIMIZERS", "get_loss", "get_metric", "get_optimizer"]
 
 OPTIMIZERS: dict[str, tuple] = {
     "adam": (optim.Adam, 1e-3),

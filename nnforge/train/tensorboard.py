@@ -102,7 +102,7 @@ class EventFileWriter:
         EventFileWriter._counter += 1
         name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{self._counter}"
         self.path = self.log_dir / name
-        self._f = open(self.path, "wb")
+        self._f = open(self.path, "wb")  # noqa: SIM115  (closed by close())
         self._write(_event(time.time(), 0, file_version="brain.Event:2"))
 
     def _write(self, data: bytes) -> None:

@@ -118,6 +118,8 @@ class Trainer:
             raise ValueError("Trainer: save_steps needs an output_dir to write checkpoints to")
         self.model = model
         self.optimizer = optimizer
+        # Keras-style callbacks (LearningRateScheduler, ReduceLROnPlateau) reach the optimizer via the model
+        object.__setattr__(model, "optimizer", optimizer)
         self.loss_fn = loss_fn
         self.train_dataset = _as_dataset(train_dataset, "train_dataset")
         self.eval_dataset = None if eval_dataset is None else _as_dataset(eval_dataset, "eval_dataset")
