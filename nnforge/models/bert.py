@@ -36,6 +36,7 @@ from ..ops.join import cat
 from ..ops.linear import linear
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from ..tensor import Tensor
+from ..utils.checkpoint import checkpoint
 from .configuration import PretrainedConfig
 from .modeling_utils import PreTrainedModel
 from .outputs import BaseModelOutputWithPooling, MaskedLMOutput, SequenceClassifierOutput, TokenClassifierOutput
@@ -123,10 +124,15 @@ class BertSelfAttention(Module):
     def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         B, T, E = hidden_states.shape
         h, d = self.num_attention_heads, self.attention_head_size
-        # one GEMM for q, k and v: (B, T, E) @ (E, 3E) -> (B, T, 3E) -> (3, B, h, T, d) as a view
-        w = cat([self.query.weight, self.key.weight, self.value.weight])
-        b = cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = linear(hidden_states, w, b).reshape(B, T, 3, h, d).permute(2, 0, 3, 1, 4)
+        projections = (self.query, self.key, self.value)
+        if all(type(m) is Linear for m in projections):
+            # one GEMM for q, k and v: (B, T, E) @ (E, 3E) -> (B, T, 3E)
+            w = cat([self.query.weight, self.key.weight, self.value.weight])
+            b = cat([self.query.bias, self.key.bias, self.value.bias])
+            qkv = linear(hidden_states, w, b)
+        else:  # wrapped projections (LoRA adapters, nnforge.peft) must run their own forward
+            qkv = cat([m(hidden_states) for m in projections], dim=-1)
+        qkv = qkv.reshape(B, T, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, h, T, d) as a view
         p = self.dropout.p if self.training else 0.0
         out = packed_self_attention(qkv, attention_mask, p)  # (B, h, T, d), softmax(q k^T / sqrt(d) + mask) v
         return out.permute(0, 2, 1, 3).reshape(B, T, E)
@@ -198,13 +204,17 @@ class BertEncoder(Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.layer = ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable()
 
     def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None,
                 output_hidden_states: bool = False) -> tuple:
         """Returns (last hidden state, tuple of the input and every layer's output, or None)."""
         all_hidden = (hidden_states,) if output_hidden_states else None
         for layer in self.layer:
-            hidden_states = layer(hidden_states, attention_mask)
+            if self.gradient_checkpointing and self.training:
+                hidden_states = checkpoint(layer, hidden_states, attention_mask)
+            else:
+                hidden_states = layer(hidden_states, attention_mask)
             if output_hidden_states:
                 all_hidden += (hidden_states,)
         return hidden_states, all_hidden

@@ -25,6 +25,7 @@ from ..nn.modules.normalization import LayerNorm
 from ..nn.modules.sparse import Embedding
 from ..ops.attention import scaled_dot_product_attention
 from ..tensor import Tensor
+from ..utils.checkpoint import checkpoint
 from .configuration import PretrainedConfig
 from .generation import GenerationMixin, KVCache, activation, attention_bias, causal_lm_loss, lm_logits
 from .modeling_utils import PreTrainedModel
@@ -159,6 +160,7 @@ class GPT2Model(GPT2PreTrainedModel):
         self.wpe = Embedding(config.n_positions, d)
         self.drop = Dropout(config.embd_pdrop)
         self.h = ModuleList([GPT2Block(config, i) for i in range(config.n_layer)])
+        self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable()
         self.ln_f = LayerNorm(d, eps=config.layer_norm_epsilon)
         self._init_weights()
 
@@ -183,7 +185,10 @@ class GPT2Model(GPT2PreTrainedModel):
         for block in self.h:
             if output_hidden_states:
                 hidden.append(x)
-            x = block(x, bias, cache)
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, bias, cache)
+            else:
+                x = block(x, bias, cache)
         x = self.ln_f(x)
         if output_hidden_states:
             hidden.append(x)

@@ -27,6 +27,7 @@ from ..nn.modules.normalization import RMSNorm
 from ..nn.modules.sparse import Embedding
 from ..ops.attention import scaled_dot_product_attention
 from ..tensor import Tensor
+from ..utils.checkpoint import checkpoint
 from .configuration import PretrainedConfig
 from .generation import GenerationMixin, KVCache, activation, attention_bias, causal_lm_loss, lm_logits
 from .modeling_utils import PreTrainedModel, no_init_weights
@@ -327,6 +328,7 @@ class LlamaModel(LlamaPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.layers = ModuleList([LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable()
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self._rotary: LlamaRotaryEmbedding | None = None
         self._init_weights()
@@ -357,7 +359,10 @@ class LlamaModel(LlamaPreTrainedModel):
         for layer in self.layers:
             if output_hidden_states:
                 hidden.append(x)
-            x = layer(x, rope, bias, cache)
+            if self.gradient_checkpointing and self.training and cache is None:
+                x = checkpoint(layer, x, rope, bias, cache)
+            else:
+                x = layer(x, rope, bias, cache)
         x = self.norm(x)
         if output_hidden_states:
             hidden.append(x)

@@ -138,5 +138,28 @@ class PreTrainedModel(Module):
         self.config.save_pretrained(directory)
         return directory
 
+    # -- gradient checkpointing --------------------------------------------------------------------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute each transformer block's activations during backward instead of storing them
+        (``nnforge.utils.checkpoint``), in training mode only: less memory for one extra forward pass per block.
+        ``gradient_checkpointing_kwargs`` is accepted for transformers compatibility (ignored)."""
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def _set_gradient_checkpointing(self, enable: bool) -> None:
+        """Set the ``gradient_checkpointing`` flag read by the block loops of the backbones (BertEncoder,
+        GPT2Model, LlamaModel)."""
+        stacks = [m for m in self.modules() if "gradient_checkpointing" in m.__dict__]
+        if not stacks:
+            raise ValueError(f"{type(self).__name__} does not support gradient checkpointing")
+        for m in stacks:
+            m.gradient_checkpointing = enable
+
     def num_parameters(self, only_trainable: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
