@@ -7,6 +7,7 @@ in the same order and the same token ids.
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 
@@ -46,13 +47,63 @@ def load_splits(max_length: int = 64, subset: int | None = None, seed: int = 0) 
     return splits
 
 
-def arguments(description: str, epochs: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
-    """The command-line options every example takes."""
+def arguments(description: str, epochs: int, batch_size: int, lr: float | None = None) -> argparse.ArgumentParser:
+    """The command-line options the examples take (``--lr`` only when the example has a default for it)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr)
+    if lr is not None:
+        p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--max-length", type=int, default=64, help="tokens per sentence (pad/truncate)")
     p.add_argument("--subset", type=int, default=None, help="use only this many sentences (stratified)")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def mean_pooled_classifier(sigmoid: bool):
+    """The seed programs' model: all-MiniLM-L6-v2, mean pooling over the real tokens (the sentence-transformers
+    pooling of this checkpoint), then ``Linear(384, 1)``, followed by a sigmoid when ``sigmoid`` (Keras'
+    ``Dense(1, activation="sigmoid")``) or returning the logit (for ``BCEWithLogitsLoss``)."""
+    import nnforge as nf
+    from nnforge import nn
+    from nnforge.models import AutoModel
+
+    class MeanPooledClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = AutoModel.from_pretrained(MODEL)
+            self.head = nn.Linear(self.backbone.config.hidden_size, 1)
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.backbone(input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, 384)
+            mask = nf.as_tensor(attention_mask).to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (B, 384)
+            out = self.head(pooled)  # (B, 1)
+            return out.sigmoid() if sigmoid else out
+
+    return MeanPooledClassifier()
+
+
+def epoch_timer():
+    """A callback (Keras ``fit`` and ``Trainer``) recording each epoch's wall time in ``.seconds``."""
+    from nnforge.train.callbacks import Callback
+
+    class EpochTimer(Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def classifier_init(seed: int, num_labels: int, hidden: int) -> tuple:
+    """The new classification head's initial (weight (num_labels, hidden), bias) as NumPy arrays: N(0, 0.02) and
+    zeros (BERT's init), drawn from ``seed`` so that nnforge and the transformers reference start alike."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, 0.02, size=(num_labels, hidden)).astype(np.float32), np.zeros(num_labels, np.float32)

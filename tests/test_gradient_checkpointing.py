@@ -10,8 +10,10 @@ import pytest
 import nnforge as nf
 from nnforge import nn
 from nnforge.models.bert import BertConfig, BertForSequenceClassification
+from nnforge.models.configuration import PretrainedConfig
 from nnforge.models.gpt2 import GPT2Config, GPT2LMHeadModel
 from nnforge.models.llama import LlamaConfig, LlamaForCausalLM
+from nnforge.models.modeling_utils import PreTrainedModel
 from nnforge.utils.checkpoint import checkpoint
 
 
@@ -143,8 +145,6 @@ def test_errors_and_no_grad_passthrough():
         y = checkpoint(lambda a: a * 2, nf.ones(2, requires_grad=True))
     assert y.grad_fn is None
     with pytest.raises(ValueError, match="does not support gradient checkpointing"):
-        from nnforge.models.modeling_utils import PreTrainedModel
-        from nnforge.models.configuration import PretrainedConfig
         PreTrainedModel(PretrainedConfig()).gradient_checkpointing_enable()
 
 

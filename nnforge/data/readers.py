@@ -189,6 +189,9 @@ def detect_columns(table: Table, text_column: str | None = None, label_column: s
             if not rest:
                 raise DataError(f"{table.path}: cannot find a label column besides the text column "
                                 f"{text_column!r}; {found}; pass --label-column")
-            label_column = min(rest, key=lambda c: len({json.dumps(r.get(c), sort_keys=True, default=str)
-                                                        for r in sample}))
+            distinct = {c: len({json.dumps(r.get(c), sort_keys=True, default=str) for r in sample}) for c in rest}
+            # an id column (by name, or one value per row) is never the label when something else is left
+            not_ids = [c for c in rest if c.lower() not in ("id", "idx", "index", "uid", "key")
+                       and (distinct[c] < len(sample) or len(sample) < 3)]
+            label_column = min(not_ids or rest, key=distinct.__getitem__)
     return text_column, label_column

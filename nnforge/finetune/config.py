@@ -72,7 +72,7 @@ class FinetuneConfig:
                              f"{self.test_fraction}")
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "configuration") -> "FinetuneConfig":
+    def from_dict(cls, values: dict, source: str = "configuration") -> FinetuneConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -85,7 +85,7 @@ class FinetuneConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "FinetuneConfig":
+    def replace(self, **changes: Any) -> FinetuneConfig:
         return FinetuneConfig.from_dict({**self.to_dict(), **changes})
 
 

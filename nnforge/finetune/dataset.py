@@ -72,8 +72,9 @@ def _label_value(value: Any, task: str, where: str) -> Any:
 
 def load_examples(data: str | None, task: str = "classification", text_column: str | None = None,
                   label_column: str | None = None, unicode_form: str = "NFC", limit: int | None = None,
-                  need_labels: bool = True) -> Examples:
+                  need_labels: bool = True, drop_duplicates: bool = True) -> Examples:
     """Read, detect columns, parse labels and clean. ``data=None``: the movie review sentences.
+    ``drop_duplicates=False`` keeps repeated rows (evaluation data is scored as given).
 
     Raises:
         DataError: bad file, unknown column, unparsable label (one line, naming the file and line).
@@ -100,7 +101,7 @@ def load_examples(data: str | None, task: str = "classification", text_column: s
         if len(keep) < len(labels):
             notes.append(f"{len(labels) - len(keep)} rows without a label dropped")
             texts, lines, labels = [texts[i] for i in keep], [lines[i] for i in keep], [labels[i] for i in keep]
-    cleaned, kept, report = clean_texts(texts, labels, form=unicode_form, drop_duplicates=labels is not None)
+    cleaned, kept, report = clean_texts(texts, labels, form=unicode_form, drop_duplicates=drop_duplicates and labels is not None)
     if not cleaned:
         raise DataError(f"{source}: no rows left after cleaning ({report})")
     return Examples(cleaned, None if labels is None else [labels[i] for i in kept], [lines[i] for i in kept], report,

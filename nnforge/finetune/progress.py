@@ -1,4 +1,4 @@
-"""A small progress bar with ETA for data preparation, evaluation and prediction (training uses
+"""A small progress bar with ETA (on stderr) for data preparation, evaluation and prediction (training uses
 ``nnforge.train.callbacks.ProgressBar``). On a terminal it redraws in place; elsewhere it prints a line every
 ``interval`` seconds and at the end."""
 from __future__ import annotations
@@ -17,16 +17,16 @@ class Progress:
 
     def __init__(self, total: int, desc: str, stream: Any = None, interval: float = 10.0, width: int = 30) -> None:
         self.total, self.desc, self.width, self.interval = max(int(total), 1), desc, width, interval
-        self.stream = stream if stream is not None else sys.stdout
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.done = 0
         self._t0 = self._last = time.perf_counter()
         self._drawn = 0
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
             self.close()
         elif self.tty and self._drawn:

@@ -197,10 +197,10 @@ class GGUFReader:
             cur.need(8 * n_dims, f"dims of tensor {name!r}")
             dims = struct.unpack_from(f"<{n_dims}Q", self._mm, cur.pos)
             cur.pos += 8 * n_dims
-            n_elements = 1
+            extent = 1  # the elements if no dim were 0: NumPy refuses even an empty array this large
             for d in dims:
-                n_elements *= d
-            if n_elements >= 2**63:
+                extent *= max(d, 1)
+            if extent >= 2**60:  # decoded to at most 8-byte elements, a size must stay below 2**63 bytes
                 raise cur.fail(f"tensor {name!r} has absurd dims {list(dims)}")
             type_id = cur.scalar("<I", f"type of tensor {name!r}")
             try:

@@ -24,6 +24,7 @@ DTYPES = {"F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2")
           "BOOL": np.dtype("?")}
 _NAMES = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items() if k != "BF16"}
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's limit
+MAX_DIMS = 64  # NumPy's limit
 
 
 def write(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> None:
@@ -84,8 +85,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"header is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # bad UTF-8/JSON, a 5000-digit number, nesting too deep
+        raise bad(f"header is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(header, dict):
         raise bad(f"header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
@@ -96,20 +97,24 @@ def read_header(path: str | os.PathLike) -> tuple[dict, dict, int]:
     entries = {}
     for name, info in header.items():
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
-            raise bad(f"tensor {name!r}: entry must have dtype, shape and data_offsets, got {info!r}")
+            raise bad(f"tensor {name!r}: entry must have dtype, shape and data_offsets, got {info!r:.200}")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
-            raise bad(f"tensor {name!r}: unknown or unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise bad(f"tensor {name!r}: unknown or unsupported dtype {dtype!r:.100} (supported: {', '.join(DTYPES)})")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r:.200}")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-            raise bad(f"tensor {name!r}: data_offsets must be two integers, got {offsets!r}")
+            raise bad(f"tensor {name!r}: data_offsets must be two integers, got {offsets!r:.200}")
         begin, end = offsets
         if not 0 <= begin <= end <= data_len:
             raise bad(f"tensor {name!r}: data_offsets {offsets} out of bounds of the {data_len}-byte data section")
-        numel = 1
+        numel = extent = 1
         for d in shape:
             numel *= d
+            extent *= max(d, 1)
+        if len(shape) > MAX_DIMS or extent * DTYPES[dtype].itemsize >= 2**63:
+            raise bad(f"tensor {name!r}: shape {shape!r:.200} is absurd (at most {MAX_DIMS} dims, and the "
+                      f"non-zero dims must describe fewer than 2**63 bytes)")
         if numel * DTYPES[dtype].itemsize != end - begin:
             raise bad(f"tensor {name!r}: shape {shape} of {dtype} needs {numel * DTYPES[dtype].itemsize} bytes, "
                       f"data_offsets give {end - begin}")

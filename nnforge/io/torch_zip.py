@@ -21,6 +21,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,9 @@ _MAX_PICKLE_BYTES = 256 << 20  # data.pkl of the largest real checkpoints is a f
 # A tensor may be larger than its storage only through stride-0 (expanded) dims; cap what such a view may expand to.
 _MAX_EXPANSION_BYTES = 256 << 20
 _MAX_DIMS = 64
+# what zipfile raises for a corrupt archive: bad headers, CRC, bad deflate data, encryption, unknown compression
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, RuntimeError,
+               NotImplementedError, struct.error, ValueError)  # ValueError: undecodable names, bad sizes
 
 
 class _StorageType:
@@ -103,8 +107,11 @@ class _Loader:
             return np.frombuffer(self.mm, np.uint8, count=nbytes, offset=start)
         if info.compress_size and info.file_size > 1100 * info.compress_size:
             raise self.fail(f"{info.filename} claims an impossible compression ratio")
-        with self.zf.open(info) as f:
-            return np.frombuffer(f.read(nbytes), np.uint8)
+        try:
+            with self.zf.open(info) as f:
+                return np.frombuffer(f.read(nbytes), np.uint8)
+        except _ZIP_ERRORS as e:
+            raise self.fail(f"corrupt zip entry {info.filename} ({type(e).__name__}: {e})") from e
 
     def storage(self, pid) -> _Storage:
         """persistent_load: ``("storage", StorageType, key, location, numel)`` -> the storage's data."""
@@ -280,7 +287,7 @@ def _open_zip(path: str) -> zipfile.ZipFile:
         raise ValueError(f"{path}: not a PyTorch zip checkpoint (starts with {head!r})")
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except _ZIP_ERRORS as e:
         raise ValueError(f"{path}: truncated or corrupt zip archive ({e})") from e
 
 
@@ -316,19 +323,22 @@ def load_torch_file(path: str | os.PathLike[str], *, bf16_as_float32: bool = Tru
         info = zf.getinfo(pkls[0])
         if info.file_size > _MAX_PICKLE_BYTES:
             raise ValueError(f"{path}: data.pkl is {info.file_size} bytes; a checkpoint's pickle is a few MB")
-        byteorder = zf.read(prefix + "byteorder").strip() if prefix + "byteorder" in names else b"little"
         try:
+            byteorder = zf.read(prefix + "byteorder").strip() if prefix + "byteorder" in names else b"little"
             pickled = zf.read(pkls[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{path}: truncated or corrupt zip archive ({e})") from e
         with open(path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         loader = _Loader(path, zf, mm, prefix, bf16_as_float32, big_endian=byteorder == b"big")
         try:
             return _RestrictedUnpickler(io.BytesIO(pickled), loader).load()
-        except pickle.UnpicklingError:
-            raise
-        except (EOFError, IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error) as e:
+        except pickle.UnpicklingError as e:
+            if path in str(e):
+                raise
+            raise pickle.UnpicklingError(f"{path}: malformed {pkls[0]}: {e}") from e  # the stdlib's own errors
+        except (EOFError, IndexError, KeyError, TypeError, ValueError, AttributeError, struct.error,
+                RecursionError, OverflowError) as e:
             raise pickle.UnpicklingError(f"{path}: malformed {pkls[0]}: {type(e).__name__}: {e}") from e
         finally:
             loader.storages.clear()

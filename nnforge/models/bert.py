@@ -125,12 +125,18 @@ class BertSelfAttention(Module):
         B, T, E = hidden_states.shape
         h, d = self.num_attention_heads, self.attention_head_size
         projections = (self.query, self.key, self.value)
-        if all(type(m) is Linear for m in projections):
+        # a LoRA adapter (nnforge.peft.LoraLinear) keeps the projection as ``base_layer`` and adds its update
+        bases = [getattr(m, "base_layer", m) for m in projections]
+        if all(type(m) is Linear for m in bases):
             # one GEMM for q, k and v: (B, T, E) @ (E, 3E) -> (B, T, 3E)
-            w = cat([self.query.weight, self.key.weight, self.value.weight])
-            b = cat([self.query.bias, self.key.bias, self.value.bias])
+            w = cat([m.weight for m in bases])
+            b = cat([m.bias for m in bases])
             qkv = linear(hidden_states, w, b)
-        else:  # wrapped projections (LoRA adapters, nnforge.peft) must run their own forward
+            if any(m is not base for m, base in zip(projections, bases)):
+                parts = qkv.chunk(3, dim=-1)
+                qkv = cat([part if m is base else m.adapter_forward(hidden_states, part)
+                           for m, base, part in zip(projections, bases, parts)], dim=-1)
+        else:  # other wrappers run their own forward
             qkv = cat([m(hidden_states) for m in projections], dim=-1)
         qkv = qkv.reshape(B, T, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, B, h, T, d) as a view
         p = self.dropout.p if self.training else 0.0

@@ -169,8 +169,12 @@ class GenerationMixin:
     def generate(self, input_ids: Any, attention_mask: Any = None, max_new_tokens: int = 20,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
                  repetition_penalty: float = 1.0, eos_token_id: int | list | None = None,
-                 pad_token_id: int | None = None, generator: Generator | None = None) -> Tensor:
+                 pad_token_id: int | None = None, generator: Generator | None = None,
+                 streamer: Any = None) -> Tensor:
         """Continue ``input_ids`` (B, T) by up to ``max_new_tokens`` tokens; returns (B, T + new) int64.
+
+        ``streamer`` (transformers' ``BaseStreamer`` protocol): ``put(prompt_ids)`` once, ``put(new_ids)`` (B,)
+        after every step, ``end()`` when done — e.g. to print tokens as they are generated.
 
         Greedy (``do_sample=False``) picks the most likely token after the repetition penalty; sampling applies
         temperature, top-k (HF's default 50; 0 or None disables it) and nucleus top-p, then draws from
@@ -198,10 +202,10 @@ class GenerationMixin:
         with no_grad():
             return self._generate(input_ids, attention_mask, max_new_tokens, do_sample, float(temperature),
                                   int(top_k or 0), float(top_p), float(repetition_penalty), eos_token_id,
-                                  pad_token_id, generator)
+                                  pad_token_id, generator, streamer)
 
     def _generate(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-                  repetition_penalty, eos_token_id, pad_token_id, generator) -> Tensor:
+                  repetition_penalty, eos_token_id, pad_token_id, generator, streamer=None) -> Tensor:
         device = next(iter(self.parameters()))._device
         xp = device.backend.xp
         ids = _as_ids(input_ids, xp, "input_ids")
@@ -228,6 +232,8 @@ class GenerationMixin:
         cache = KVCache(max_length=prompt + max_new_tokens)
         cur, n = ids, prompt
         rng = _rng(generator) if do_sample else None
+        if streamer is not None:
+            streamer.put(ids)
         for step in range(max_new_tokens):
             # decoding steps multiply a few rows by each weight matrix: memory-bound GEMVs that BLAS threads
             # slow down (hand-offs cost more than they save; on a busy machine, 100x), so run them on one thread
@@ -245,12 +251,16 @@ class GenerationMixin:
                 nxt = xp.where(unfinished, nxt, pad_token_id)
             out[:, n] = nxt
             n += 1
+            if streamer is not None:
+                streamer.put(nxt)
             if eos:
                 unfinished &= ~xp.isin(nxt, eos_arr)
                 if not unfinished.any():
                     break
             cur = nxt[:, None]
             positions = positions[:, -1:] + 1
+        if streamer is not None:
+            streamer.end()
         return Tensor._make(out[:, :n].copy(), device)
 
 

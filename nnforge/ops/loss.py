@@ -69,9 +69,10 @@ class CrossEntropy(Function):
         xp.exp(p, out=p)
         s = xp.matmul(p, xp.ones((c, 1), dtype=p.dtype))  # row sums as one GEMV (faster than .sum(axis=1))
         p /= s
-        lse = xp.log(s, out=s)
-        lse += m
-        lse = lse[:, 0]  # (R,) logsumexp of each row
+        # logsumexp = m + log(s); kept apart because lse - x[t] = (m - x[t]) + log(s) loses no digits for
+        # large logits (1e4 + 0.69 rounds to a multiple of 2**-10 in float32)
+        logs = xp.log(s, out=s)[:, 0]  # (R,)
+        m = m[:, 0]
         eps = smoothing
         if soft:
             q = _rows(xp, target).astype(x.dtype, copy=False)
@@ -80,9 +81,10 @@ class CrossEntropy(Function):
             if weight is not None:
                 q = q * weight
             rowsum = q.sum(axis=1)
-            loss = rowsum * lse - xp.einsum("ij,ij->i", q, x2)
+            shifted = m[:, None] - x2  # (R, C), >= 0
+            loss = rowsum * logs + xp.einsum("ij,ij->i", q, shifted)
             self.denom = x.dtype.type(r)
-            self.saved = (p, q, x2, lse, weight)
+            self.saved = (p, q, shifted, logs, weight)
             self.rowsum = rowsum
         else:
             t = target.reshape(-1)
@@ -90,12 +92,12 @@ class CrossEntropy(Function):
             ts = xp.where(valid, t, 0)
             wt = valid.astype(x.dtype) if weight is None else weight[ts] * valid
             rows = xp.arange(r)
-            loss = wt * (lse - x2[rows, ts])
+            loss = wt * ((m - x2[rows, ts]) + logs)
             rowsum = wt
             if eps:
                 wsum = weight.sum() if weight is not None else c
-                xw = x2 @ (weight if weight is not None else xp.ones(c, dtype=x2.dtype))
-                smooth = valid * (wsum * lse - xw)
+                xw = (m[:, None] - x2) @ (weight if weight is not None else xp.ones(c, dtype=x2.dtype))
+                smooth = valid * (wsum * logs + xw)
                 loss = loss * (1 - eps) + smooth * (eps / c)
                 rowsum = wt * (1 - eps) + valid * (wsum * (eps / c))
             self.denom = wt.sum()
@@ -115,7 +117,7 @@ class CrossEntropy(Function):
         c = self.x_shape[1]
         gx = gt = None
         if self.soft:
-            p, q, x2, lse, weight = self.saved
+            p, q, shifted, logs, weight = self.saved
             col = gs[:, None] if self.reduction == "none" else gs
             if need_x:
                 gx = p * (self.rowsum * gs)[:, None]
@@ -123,7 +125,7 @@ class CrossEntropy(Function):
                 gx = _unrows(xp, gx, self.x_shape)
             if need_t:
                 # d loss / d target = -(1 - eps) * weight * log_softmax(x)
-                gt = (lse[:, None] - x2) * col
+                gt = (shifted + logs[:, None]) * col
                 if self.eps:
                     gt *= 1 - self.eps
                 if weight is not None:
@@ -339,8 +341,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, s
     soft = target.dtype.kind == "f"
     if soft:
         if tuple(target.shape) != tuple(input.shape):
+            hint = ("; these look like class labels: give them as integers (int64), e.g. labels.long()"
+                    if tuple(target.shape) == (input.shape[0],) + tuple(input.shape[2:]) else "")
             raise RuntimeError(f"cross_entropy: probability targets must have the input's shape "
-                               f"{tuple(input.shape)}, got {tuple(target.shape)}")
+                               f"{tuple(input.shape)}, got {tuple(target.shape)} ({target.dtype} targets are read "
+                               f"as class probabilities{hint})")
         return CrossEntropy.apply(input, target, w, ignore_index, float(label_smoothing), reduction, True)
     if target.dtype.kind not in "iu":
         raise RuntimeError(f"cross_entropy: target must be class indices (int64) or probabilities (float), "

@@ -12,9 +12,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
-__all__ = ["CONFIG_NAME", "LoraConfig", "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING"]
+__all__ = ["CONFIG_NAME", "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING", "LoraConfig"]
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -32,7 +31,7 @@ _BIAS = ("none", "all", "lora_only")
 # PEFT fields that must keep their "off" value here: name -> the accepted values
 _UNSUPPORTED = {"use_dora": (False, None), "lora_bias": (False, None), "layers_to_transform": (None, []),
                 "target_parameters": (None, []), "trainable_token_indices": (None,), "layer_replication": (None,),
-                "use_qalora": (False, None), "use_bdlora": (False, None)}
+                "use_qalora": (False, None), "use_bdlora": (None, False)}
 
 
 @dataclass
@@ -91,9 +90,11 @@ class LoraConfig:
             raise ValueError(f"LoraConfig: init_lora_weights must be True, False or 'gaussian', got "
                              f"{self.init_lora_weights!r}")
         if self.peft_type != "LORA":
-            raise ValueError(f"LoraConfig: peft_type {self.peft_type!r} is not LoRA (only 'LORA' adapters are supported)")
+            raise ValueError(f"LoraConfig: peft_type {self.peft_type!r} is not LoRA (only 'LORA' adapters are "
+                             f"supported)")
         if self.task_type is not None and self.task_type not in _TASK_TYPES:
-            raise ValueError(f"LoraConfig: unknown task_type {self.task_type!r} (expected one of {sorted(_TASK_TYPES)})")
+            raise ValueError(f"LoraConfig: unknown task_type {self.task_type!r} (expected one of "
+                             f"{sorted(_TASK_TYPES)})")
         for name in ("target_modules", "exclude_modules"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
@@ -105,11 +106,10 @@ class LoraConfig:
             own = self.modules_to_save or []
             self.modules_to_save = own + [m for m in extra if m not in own]
 
-    def scaling_for(self, module_name: str) -> tuple[int, float]:
-        """``(r, scaling)`` for one module, after ``rank_pattern`` / ``alpha_pattern``."""
+    def rank_and_alpha(self, module_name: str) -> tuple[int, float]:
+        """``(r, lora_alpha)`` for one module, after ``rank_pattern`` / ``alpha_pattern``."""
         r = self.rank_pattern.get(_pattern_key(self.rank_pattern, module_name), self.r)
-        alpha = self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module_name), self.lora_alpha)
-        return r, alpha / (r ** 0.5 if self.use_rslora else r)
+        return r, self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module_name), self.lora_alpha)
 
     # -- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -127,7 +127,7 @@ class LoraConfig:
         return path
 
     @classmethod
-    def from_dict(cls, values: dict) -> "LoraConfig":
+    def from_dict(cls, values: dict) -> LoraConfig:
         """Build from PEFT's JSON fields; fields that only other PEFT features use are ignored when off and
         rejected when on."""
         for name, accepted in _UNSUPPORTED.items():
@@ -138,7 +138,7 @@ class LoraConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "LoraConfig":
+    def from_pretrained(cls, directory: str | os.PathLike) -> LoraConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"LoraConfig: no {CONFIG_NAME} in {directory}")

@@ -19,6 +19,7 @@ from ..nn import init
 from ..nn.modules.dropout import Dropout
 from ..nn.modules.linear import Identity, Linear
 from ..nn.modules.module import Module
+from ..ops.linear import linear
 from ..tensor import Tensor
 
 __all__ = ["LoraLinear"]
@@ -88,7 +89,7 @@ class LoraLinear(Module):
     """
 
     def __init__(self, base_layer: Linear, r: int = 8, lora_alpha: float = 8, lora_dropout: float = 0.0,
-                 init_lora_weights: bool | str = True, use_rslora: bool = False, scaling: float | None = None) -> None:
+                 init_lora_weights: bool | str = True, use_rslora: bool = False) -> None:
         super().__init__()
         if not isinstance(base_layer, Linear):
             raise TypeError(f"LoraLinear: can only wrap nn.Linear, got {type(base_layer).__name__}")
@@ -97,7 +98,7 @@ class LoraLinear(Module):
         self.base_layer = base_layer
         self.in_features, self.out_features, self.r = base_layer.in_features, base_layer.out_features, r
         self.lora_alpha = lora_alpha
-        self.scaling = scaling if scaling is not None else lora_alpha / (math.sqrt(r) if use_rslora else r)
+        self.scaling = lora_alpha / (math.sqrt(r) if use_rslora else r)
         self.lora_dropout = Dropout(lora_dropout) if lora_dropout > 0 else Identity()
         w = base_layer.weight
         self.lora_A = Linear(self.in_features, r, bias=False, dtype=w.dtype, device=w.device)
@@ -125,8 +126,18 @@ class LoraLinear(Module):
             raise RuntimeError(f"LoraLinear(in_features={self.in_features}, out_features={self.out_features}, "
                                f"r={self.r}): expected input with last dimension {self.in_features}, got shape "
                                f"{tuple(x.shape)}")
+        if x.dtype != base.weight.dtype:
+            raise RuntimeError(f"LoraLinear: input dtype {x.dtype} differs from the weight dtype {base.weight.dtype}")
         return _LoraLinearFn.apply(x, self.lora_dropout(x), base.weight, base.bias, self.lora_A.weight,
                                    self.lora_B.weight, float(self.scaling))
+
+    def adapter_forward(self, x: Tensor, base_output: Tensor) -> Tensor:
+        """``base_output + scaling * lora_B(lora_A(lora_dropout(x)))`` for a base output computed elsewhere
+        (BERT's one GEMM for query, key and value); ``base_output`` itself when merged or disabled."""
+        if self.merged or self.disabled:
+            return base_output
+        h = linear(self.lora_dropout(x), self.lora_A.weight) * self.scaling
+        return base_output + linear(h, self.lora_B.weight)
 
     def delta_weight(self) -> Tensor:
         """``scaling * lora_B @ lora_A``, the (out, in) update that merging adds to the base weight."""

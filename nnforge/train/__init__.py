@@ -7,3 +7,6 @@ from .plots import plot_confusion_matrix, plot_history
 
 # --- Trainer (nnforge/train/trainer.py) ---
 from .trainer import Trainer, TrainerState
+
+# --- layer-wise learning-rate decay groups (nnforge/train/param_groups.py) ---
+from .param_groups import layerwise_lr_decay_groups

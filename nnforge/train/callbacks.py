@@ -7,10 +7,12 @@ Python floats (``loss``, metric names, ``val_*``, ``lr``). A callback stops trai
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -378,6 +380,13 @@ class ModelCheckpoint(Callback):
 
         logs = dict(logs or {})
         path = self.filepath.format(epoch=epoch + 1, **logs)
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss) or not all(
+                bool(p._backend.xp.isfinite(p.data).all()) for p in self.model.parameters()):
+            warnings.warn(f"ModelCheckpoint: epoch {epoch + 1}: the loss ({loss}) or the weights are not finite; "
+                          f"not saving {path} (the files already saved keep the last good weights)",
+                          RuntimeWarning, stacklevel=2)
+            return
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
@@ -397,6 +406,9 @@ class ModelCheckpoint(Callback):
 class CSVLogger(Callback):
     """Append one row of epoch logs (``epoch`` first, then sorted keys) per epoch to a CSV file.
 
+    The file is rewritten atomically after each epoch (it holds one short row per epoch), so a crash never
+    leaves a half-written row.
+
     Args:
         filename: the CSV path.
         separator: field separator.
@@ -407,35 +419,32 @@ class CSVLogger(Callback):
         super().__init__()
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
         self.keys: list | None = None
-        self._file = None
+        self._text = ""
 
     def on_train_begin(self, logs=None):
-        exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
-        if exists:
+        self.keys, self._text = None, ""
+        if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0:
             with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.sep), None)
+                self._text = f.read()
+            if not self._text.endswith(("\n", "\r")):
+                self._text += "\r\n"
+            header = next(csv.reader(io.StringIO(self._text), delimiter=self.sep), None)
             self.keys = header[1:] if header else None
-        else:
-            self.keys = None
-        self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115  (closed at train end)
-        self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
+        from ..io.atomic import atomic_write_text
+
         logs = dict(logs or {})
         if self.keys is None:
             self.keys = sorted(logs)
-        if self._writer is None:
-            self._writer = csv.DictWriter(self._file, fieldnames=["epoch"] + self.keys, delimiter=self.sep,
-                                          extrasaction="ignore", restval="NA")
-            if self._file.tell() == 0:
-                self._writer.writeheader()
-        self._writer.writerow({"epoch": epoch, **logs})
-        self._file.flush()
-
-    def on_train_end(self, logs=None):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["epoch"] + self.keys, delimiter=self.sep, extrasaction="ignore",
+                                restval="NA")
+        if not self._text:
+            writer.writeheader()
+        writer.writerow({"epoch": epoch, **logs})
+        self._text += buf.getvalue()
+        atomic_write_text(self.filename, self._text)
 
 
 class TensorBoard(Callback):
@@ -571,7 +580,8 @@ class TerminateOnNaN(Callback):
         self.message: str | None = None
 
     def on_train_begin(self, logs=None):
-        self._epoch, self._step, self.message = 0, 0, None
+        # a resumed Trainer passes the step it starts from, so the message names the run's global step
+        self._epoch, self._step, self.message = 0, int((logs or {}).get("global_step", 0)), None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -8,7 +8,8 @@ task heads) trains at the full ``lr``.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["layerwise_lr_decay_groups", "parameter_depth"]
 

@@ -215,8 +215,9 @@ class Trainer:
         self.callbacks.set_params({"epochs": self.epochs if max_steps is None else
                                    -(-max_steps // self.steps_per_epoch), "steps": self.steps_per_epoch,
                                    "verbose": 1})
-        self.callbacks.on_train_begin({})
+        self.callbacks.on_train_begin({"global_step": st.global_step})
         last_saved = st.global_step if self.resumed_from is not None else None
+        nonfinite_step = None  # first step whose loss was NaN/Inf: no checkpoint is written from then on
         while st.global_step < limit and not self.model.stop_training:
             self._data_generator.set_state(st.data_state)
             order = (self._data_generator.rng.permutation(len(self.train_dataset)).tolist() if self.shuffle
@@ -230,6 +231,9 @@ class Trainer:
                 self.callbacks.on_train_batch_begin(step_in_epoch, {})
                 loss, grad_norm = self._optimizer_step(window)
                 st.global_step += 1
+                if nonfinite_step is None and not math.isfinite(loss):
+                    nonfinite_step = st.global_step
+                    self._warn_nonfinite(loss, nonfinite_step)
                 st.batch_in_epoch = start + len(window)
                 st.epoch_loss_sum += loss
                 st.epoch_steps += 1
@@ -247,18 +251,26 @@ class Trainer:
                         self.lr_scheduler.step(metrics["eval_loss"])
                 if epoch_end:
                     self._end_epoch(metrics)
-                if self.output_dir is not None and self.save_steps is not None \
+                if self.output_dir is not None and self.save_steps is not None and nonfinite_step is None \
                         and st.global_step % self.save_steps == 0:
                     self.save_checkpoint()
                     last_saved = st.global_step
                 if st.global_step >= limit or self.model.stop_training or epoch_end:
                     break
-        if self.output_dir is not None and last_saved != st.global_step:
+        if self.output_dir is not None and last_saved != st.global_step and nonfinite_step is None:
             self.save_checkpoint()
         train_loss = st.loss_sum / st.global_step if st.global_step else math.nan
         self.callbacks.on_train_end({"loss": train_loss})
         return {"global_step": st.global_step, "train_loss": train_loss,
                 "epoch": st.epoch + st.batch_in_epoch / self.num_batches}
+
+    def _warn_nonfinite(self, loss: float, step: int) -> None:
+        newest = ckpt.list_checkpoints(self.output_dir) if self.output_dir is not None else []
+        keep = f"; the newest checkpoint, {newest[-1]}, holds the last good state" if newest else ""
+        msg = (f"Trainer: the loss became {loss} at step {step}; the model is no longer trustworthy and no "
+               f"checkpoint will be written by this run{keep} (add TerminateOnNaN to stop at once)")
+        logger.warning("%s", msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _start(self, resume: bool | str | Path) -> None:
         """Reset to a fresh run (seeded), or restore everything from a checkpoint."""

@@ -1,4 +1,5 @@
-"""Utilities (torch.utils): ``nnforge.utils.data`` for datasets, samplers and the DataLoader."""
-from . import data
+"""Utilities (torch.utils): ``nnforge.utils.data`` for datasets, samplers and the DataLoader;
+``nnforge.utils.checkpoint`` for gradient checkpointing."""
+from . import checkpoint, data
 
-__all__ = ["data"]
+__all__ = ["checkpoint", "data"]

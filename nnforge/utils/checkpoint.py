@@ -19,7 +19,8 @@ explicit ``generator=`` inside ``fn`` would draw different masks on recomputatio
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..autograd.engine import run_backward
 from ..autograd.function import Function

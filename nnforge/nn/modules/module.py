@@ -31,10 +31,12 @@ class Module:
             raise AttributeError(f"cannot assign '{name}' before Module.__init__() is called "
                                  f"(call super().__init__() first in {type(self).__name__}.__init__)")
         if isinstance(value, (Parameter, Module)):
+            target = self._parameters if isinstance(value, Parameter) else self._modules
             for store in (self._parameters, self._buffers, self._modules):
-                store.pop(name, None)
+                if store is not target:  # re-assigning keeps the entry's place (ModuleList/Sequential order)
+                    store.pop(name, None)
             self.__dict__.pop(name, None)
-            (self._parameters if isinstance(value, Parameter) else self._modules)[name] = value
+            target[name] = value
         elif name in self._parameters or name in self._modules:
             if value is not None:
                 kind = "parameter" if name in self._parameters else "submodule"
@@ -91,7 +93,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        try:
+            return self.forward(*args, **kwargs)
+        except _NAMED_ERRORS as e:  # free when nothing is raised; on the way out, name the failing layer
+            _name_layer(e, self)
+            raise
 
     # -- traversal ---------------------------------------------------------------------------------
     def named_modules(self, memo: set | None = None, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
@@ -307,6 +313,27 @@ class Module:
 
     def __dir__(self) -> list:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
+
+
+_NAMED_ERRORS = (RuntimeError, ValueError, IndexError, TypeError)
+
+
+def _name_layer(e: BaseException, module: Module) -> None:
+    """Prefix the message of ``e`` with the dotted path of the layer that raised it, relative to ``module``
+    (each enclosing ``Module.__call__`` adds its child's attribute name: ``in 'bert.encoder.layer.0.output.dense':
+    Linear(...): expected ...``)."""
+    last = e.__dict__.get("_nf_layer")
+    if last is None:  # raised by this module's own forward
+        if len(e.args) == 1 and isinstance(e.args[0], str):
+            e._nf_layer, e._nf_path, e._nf_message = module, "", e.args[0]
+        return
+    if last is module:  # the same module called twice up the stack (recursion)
+        return
+    name = next((k for k, m in module._modules.items() if m is last), None)
+    if name is not None:
+        e._nf_path = f"{name}.{e._nf_path}" if e._nf_path else name
+        e.args = (f"in '{e._nf_path}': {e._nf_message}",)
+    e._nf_layer = module
 
 
 class _IncompatibleKeys(tuple):
