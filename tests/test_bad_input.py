@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 
 import nnforge as nf
-import nnforge.nn as nn
 import nnforge.nn.functional as F
-from nnforge.models import (BertConfig, BertForSequenceClassification, BertForTokenClassification, GPT2Config,
-                            GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
+from nnforge import nn
+from nnforge.models import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 
 def _ids(shape, value=1):

@@ -45,7 +45,7 @@ if __name__ == "__main__":
 
 def _run_in_process():
     namespace: dict = {}
-    exec(compile(SCRIPT, "determinism_script", "exec"), namespace)
+    exec(compile(SCRIPT, "determinism_script", "exec"), namespace)  # noqa: S102  (our own script)
     return namespace["run"]()
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import nnforge as nf
-import nnforge.nn as nn
 import nnforge.nn.functional as F
+from nnforge import nn
 from nnforge.train import Trainer
 from nnforge.train import checkpoint as ckpt
 from nnforge.train.callbacks import ModelCheckpoint, TerminateOnNaN

@@ -131,6 +131,8 @@ def _read_jsonl(path: Path, text: str) -> Table:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a number of thousands of digits, nesting too deep
+            raise DataError(f"{path}: line {lineno}: not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: line {lineno}: expected a JSON object per line, got {type(obj).__name__}")
         for k in obj:
