@@ -496,3 +496,17 @@ def test_hostile_pickle_matrix_refused_and_never_run(tmp_path):
         pickle.loads(payloads[kind])
         assert sentinel.exists(), kind
         sentinel.unlink()
+
+
+def test_regressions_found_by_fuzzing(tmp_path):
+    """Inputs the full fuzz run found: a BYTEARRAY8 claiming 2**62 bytes (allocated before reading) and a GGUF
+    whose unsupported tensor type left a view of the map alive when the reader closed."""
+    pkl = b"\x80\x05\x96" + (2**62).to_bytes(8, "little") + b"."
+    path = tmp_path / "pytorch_model.bin"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pkl)
+    with pytest.raises(pickle.UnpicklingError, match=r"pytorch_model\.bin: .*opcode b'\\x96' is not allowed"):
+        load_torch_file(path)
+    gguf = write_gguf(tmp_path / "q81.gguf", [], [("t0", (1, 32), GGMLType.Q8_1, b"\0" * 40)])
+    with pytest.raises(NotImplementedError, match=r"q81\.gguf: tensor 't0'.*Q8_1"), GGUFReader(gguf) as r:
+        r.get_tensor("t0")

@@ -252,7 +252,10 @@ class GGUFReader:
 
     def close(self) -> None:
         """Unmap the file (arrays from ``get_tensor`` are copies and stay valid)."""
-        self._mm.close()
+        try:
+            self._mm.close()
+        except BufferError:  # a view is still alive (e.g. in the traceback of a failed decode): closed when freed
+            pass
 
     def __enter__(self) -> GGUFReader:
         return self

@@ -272,8 +272,10 @@ class _RestrictedUnpickler(pickle._Unpickler):
                      (pickle.SETITEM, load_setitem), (pickle.SETITEMS, load_setitems), (pickle.APPEND, load_append),
                      (pickle.APPENDS, load_appends), (pickle.ADDITEMS, load_additems)):
         dispatch[_op[0]] = _fn
-    for _op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX, pickle.EXT1, pickle.EXT2, pickle.EXT4):
-        del dispatch[_op[0]]  # arbitrary instantiation / copyreg registry: refused via __missing__
+    # arbitrary instantiation, the copyreg registry, and BYTEARRAY8 (allocates its claimed length, up to 2**63,
+    # before reading; torch.save never writes it): refused via __missing__
+    for _op in (pickle.INST, pickle.OBJ, pickle.NEWOBJ_EX, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.BYTEARRAY8):
+        del dispatch[_op[0]]
     del _op, _fn
 
 

@@ -69,7 +69,9 @@ class Trainer:
         batch_size: samples per micro-batch (training and evaluation).
         epochs: passes over the data (ignored when ``train(max_steps=...)`` is given, as in HF).
         output_dir: where ``checkpoint-<step>/`` directories go (see ``nnforge.train.checkpoint``); when set,
-            a checkpoint is also written when training ends.
+            a checkpoint is also written when training ends. Once a step's loss is NaN/Inf no checkpoint is
+            written any more (a warning names the step), so the newest one holds the last good state; add
+            ``TerminateOnNaN`` to stop there.
         save_steps: checkpoint every that many optimizer steps.
         save_total_limit: keep only the newest that many checkpoints (older ones are deleted after the new
             one is complete).

@@ -322,7 +322,10 @@ def _name_layer(e: BaseException, module: Module) -> None:
     """Prefix the message of ``e`` with the dotted path of the layer that raised it, relative to ``module``
     (each enclosing ``Module.__call__`` adds its child's attribute name: ``in 'bert.encoder.layer.0.output.dense':
     Linear(...): expected ...``)."""
-    last = e.__dict__.get("_nf_layer")
+    state = getattr(e, "__dict__", None)
+    if state is None:  # an exception type without attributes: left as it is
+        return
+    last = state.get("_nf_layer")
     if last is None:  # raised by this module's own forward
         if len(e.args) == 1 and isinstance(e.args[0], str):
             e._nf_layer, e._nf_path, e._nf_message = module, "", e.args[0]
