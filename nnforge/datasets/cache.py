@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,3 +74,23 @@ def fetch_deb_files(package: str, members: list[str]) -> dict[str, bytes]:
                 raise RuntimeError(f"{member} not found inside {debs[-1].name}")
             out[member] = p.read_bytes()
         return out
+
+
+def pip_download(spec: str, dest: str | os.PathLike[str], *extra: str, pattern: str = "*.whl") -> Path:
+    """``pip download --no-deps spec`` into ``dest`` (never installed); the downloaded file's path.
+
+    On a terminal pip draws its own progress bar (size, speed, ETA) on stderr; otherwise its output is
+    captured and only shown, trimmed, in the error when the download fails.
+    """
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", *extra,
+           "-d", os.fspath(dest), spec]
+    if sys.stderr.isatty():
+        proc = subprocess.run(cmd + ["--progress-bar", "on"], stdout=sys.stderr, check=False)
+        detail = "see pip's output above"
+    else:
+        proc = subprocess.run(cmd + ["-q"], capture_output=True, text=True, check=False)
+        detail = proc.stderr.strip()[-2000:]
+    found = sorted(Path(dest).glob(pattern))
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"`pip download --no-deps {spec}` failed (exit {proc.returncode}):\n{detail}")
+    return found[0]

