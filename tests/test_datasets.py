@@ -232,6 +232,7 @@ def test_rdata_lazyload_db(tmp_path: Path) -> None:
 
 
 def test_cache_dir_and_atomic_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NNFORGE_HOME", raising=False)  # NNFORGE_HOME would take precedence
     monkeypatch.setenv("NNFORGE_CACHE", str(tmp_path / "c"))
     d = cache.cache_dir("sub")
     assert d == tmp_path / "c" / "sub" and d.is_dir()
