@@ -12,9 +12,7 @@ Both frameworks start from the same checkpoint and the same classifier head. Ran
 from __future__ import annotations
 
 import argparse
-import cProfile
 import importlib.util
-import pstats
 import warnings
 from pathlib import Path
 
@@ -25,9 +23,9 @@ import nnforge as nf
 from nnforge.models.bert import BertForSequenceClassification, BertModel
 
 try:
-    from benchmarks.common import compare, machine, print_table, set_threads
+    from benchmarks.common import compare, print_profile, machine, print_table, set_threads
 except ImportError:  # run as a script from benchmarks/
-    from common import compare, machine, print_table, set_threads
+    from common import compare, print_profile, machine, print_table, set_threads
 
 
 def model_dir(name: str) -> Path:
@@ -113,14 +111,7 @@ def main() -> None:
     threads = set_threads(args.threads)
     path = model_dir(args.model)
     if args.profile:
-        nf_step, _ = finetune(path, 16, args.seq)
-        nf_step()
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(args.number):
-            nf_step()
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        print_profile(finetune(path, 16, args.seq)[0], args.number)
         return
     print(machine() + f", torch threads {threads}, transformers {transformers.__version__}")
     a, b = compare(*inference(path, 32, args.seq), number=args.number, repeats=args.repeats, warmup=1)

@@ -9,8 +9,6 @@ Default shape: d_model 384, nhead 12, dim_feedforward 1536, batch 16, seq 128, g
 from __future__ import annotations
 
 import argparse
-import cProfile
-import pstats
 
 import numpy as np
 import torch
@@ -18,9 +16,9 @@ import torch
 import nnforge as nf
 
 try:
-    from benchmarks.common import compare, machine, print_table, set_threads
+    from benchmarks.common import compare, print_profile, machine, print_table, set_threads
 except ImportError:  # run as a script from benchmarks/
-    from common import compare, machine, print_table, set_threads
+    from common import compare, print_profile, machine, print_table, set_threads
 
 
 def build(args: argparse.Namespace) -> tuple:
@@ -62,13 +60,7 @@ def main() -> None:
     threads = set_threads(args.threads)
     nf_step, torch_step = build(args)
     if args.profile:
-        nf_step()
-        prof = cProfile.Profile()
-        prof.enable()
-        for _ in range(args.number):
-            nf_step()
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        print_profile(nf_step, args.number)
         return
     a, b = compare(nf_step, torch_step, number=args.number, repeats=args.repeats)
     print(machine() + f", torch threads {threads}")

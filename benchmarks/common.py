@@ -54,3 +54,17 @@ def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "u
     print(f"|{'-' * 40}|--------------|------------|----------------|")
     for name, a, b in rows:
         print(f"| {name:<38} | {a * scale:12.2f} | {b * scale:10.2f} | {a / b:14.2f} |")
+
+
+def print_profile(fn: Callable[[], object], number: int, top: int = 25) -> None:
+    """Warm ``fn`` up once, then print cProfile's ``top`` entries by own time over ``number`` calls."""
+    import cProfile
+    import pstats
+
+    fn()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(number):
+        fn()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
