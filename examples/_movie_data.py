@@ -107,3 +107,25 @@ def classifier_init(seed: int, num_labels: int, hidden: int) -> tuple:
     zeros (BERT's init), drawn from ``seed`` so that nnforge and the transformers reference start alike."""
     rng = np.random.default_rng(seed)
     return rng.normal(0.0, 0.02, size=(num_labels, hidden)).astype(np.float32), np.zeros(num_labels, np.float32)
+
+
+def train_and_test(model, optimizer, data: dict, args: argparse.Namespace) -> tuple:
+    """Train a sequence classifier with ``nnforge.train.Trainer`` (linear warmup over the first 10% of the steps,
+    then linear decay; validation each epoch) and evaluate it on the test split.
+
+    Returns ``(train result, test metrics, seconds per epoch)``."""
+    import nnforge.nn.functional as F
+    from nnforge.optim.lr_scheduler import get_linear_schedule_with_warmup
+    from nnforge.train import Trainer
+
+    def as_tuple(split: dict) -> tuple:
+        return split["input_ids"], split["attention_mask"], split["labels"]
+
+    steps = args.epochs * -(-len(data["train"]["labels"]) // args.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
+    timer = epoch_timer()
+    trainer = Trainer(model, optimizer, lambda out, y: F.cross_entropy(out.logits, y), as_tuple(data["train"]),
+                      eval_dataset=as_tuple(data["val"]), batch_size=args.batch_size, epochs=args.epochs,
+                      seed=args.seed, lr_scheduler=scheduler, metrics=["accuracy"], callbacks=[timer])
+    result = trainer.train()
+    return result, trainer.evaluate(as_tuple(data["test"])), timer.seconds

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import warnings
 
-from _movie_data import MODEL, arguments, classifier_init, epoch_timer, load_splits
+from _movie_data import MODEL, arguments, classifier_init, load_splits, train_and_test
 
 import nnforge as nf
-import nnforge.nn.functional as F
 from nnforge.models import BertForSequenceClassification
-from nnforge.optim.lr_scheduler import get_linear_schedule_with_warmup
-from nnforge.train import Trainer
 
 NO_DECAY = ("bias", "LayerNorm.weight")
 
@@ -26,7 +23,6 @@ NO_DECAY = ("bias", "LayerNorm.weight")
 def main(argv: list | None = None) -> dict:
     args = arguments(__doc__.splitlines()[0], epochs=1, batch_size=32, lr=1e-4).parse_args(argv)
     data = load_splits(args.max_length, args.subset, args.seed)
-    as_tuple = lambda s: (s["input_ids"], s["attention_mask"], s["labels"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "classifier.* newly initialized": set just below
         model = BertForSequenceClassification.from_pretrained(MODEL, num_labels=2)
@@ -37,19 +33,12 @@ def main(argv: list | None = None) -> dict:
     no_decay = [p for n, p in model.named_parameters() if any(s in n for s in NO_DECAY)]
     optimizer = nf.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                lr=args.lr)
-    steps = args.epochs * -(-len(data["train"]["labels"]) // args.batch_size)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    timer = epoch_timer()
-    trainer = Trainer(model, optimizer, lambda out, y: F.cross_entropy(out.logits, y), as_tuple(data["train"]),
-                      eval_dataset=as_tuple(data["val"]), batch_size=args.batch_size, epochs=args.epochs,
-                      seed=args.seed, lr_scheduler=scheduler, metrics=["accuracy"], callbacks=[timer])
-    result = trainer.train()
-    test = trainer.evaluate(as_tuple(data["test"]))
+    result, test, epoch_seconds = train_and_test(model, optimizer, data, args)
     print(f"train loss {result['train_loss']:.4f}; test accuracy {test['eval_accuracy']:.4f} "
           f"(loss {test['eval_loss']:.4f}); time per epoch (train + validation) "
-          f"{', '.join(f'{s:.1f}s' for s in timer.seconds)}")
+          f"{', '.join(f'{s:.1f}s' for s in epoch_seconds)}")
     return {"train_loss": result["train_loss"], "test_accuracy": test["eval_accuracy"],
-            "epoch_seconds": timer.seconds}
+            "epoch_seconds": epoch_seconds}
 
 
 if __name__ == "__main__":

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import warnings
 
-from _movie_data import MODEL, arguments, classifier_init, epoch_timer, load_splits
+from _movie_data import MODEL, arguments, classifier_init, load_splits, train_and_test
 
 import nnforge as nf
-import nnforge.nn.functional as F
 from nnforge.models import BertForSequenceClassification
-from nnforge.optim.lr_scheduler import get_linear_schedule_with_warmup
 from nnforge.peft import LoraConfig, get_peft_model
-from nnforge.train import Trainer
 
 
 def main(argv: list | None = None) -> dict:
@@ -30,7 +27,6 @@ def main(argv: list | None = None) -> dict:
     args = parser.parse_args(argv)
     nf.manual_seed(args.seed)
     data = load_splits(args.max_length, args.subset, args.seed)
-    as_tuple = lambda s: (s["input_ids"], s["attention_mask"], s["labels"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "classifier.* newly initialized": set just below
         model = BertForSequenceClassification.from_pretrained(MODEL, num_labels=2)
@@ -44,23 +40,16 @@ def main(argv: list | None = None) -> dict:
     trainable, total = model.get_nb_trainable_parameters()
 
     optimizer = nf.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.01)
-    steps = args.epochs * -(-len(data["train"]["labels"]) // args.batch_size)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
-    timer = epoch_timer()
-    trainer = Trainer(model, optimizer, lambda out, y: F.cross_entropy(out.logits, y), as_tuple(data["train"]),
-                      eval_dataset=as_tuple(data["val"]), batch_size=args.batch_size, epochs=args.epochs,
-                      seed=args.seed, lr_scheduler=scheduler, metrics=["accuracy"], callbacks=[timer])
-    result = trainer.train()
-    test = trainer.evaluate(as_tuple(data["test"]))
+    result, test, epoch_seconds = train_and_test(model, optimizer, data, args)
     print(f"train loss {result['train_loss']:.4f}; test accuracy {test['eval_accuracy']:.4f} "
           f"(loss {test['eval_loss']:.4f}); trainable {trainable:,d} of {total:,d} parameters "
           f"({100 * trainable / total:.2f}%); time per epoch (train + validation) "
-          f"{', '.join(f'{s:.1f}s' for s in timer.seconds)}")
+          f"{', '.join(f'{s:.1f}s' for s in epoch_seconds)}")
     if args.save:
         model.save_pretrained(args.save)
         print(f"adapter saved to {args.save}")
     return {"train_loss": result["train_loss"], "test_accuracy": test["eval_accuracy"],
-            "trainable_percent": 100 * trainable / total, "epoch_seconds": timer.seconds}
+            "trainable_percent": 100 * trainable / total, "epoch_seconds": epoch_seconds}
 
 
 if __name__ == "__main__":
