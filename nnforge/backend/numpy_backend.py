@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,22 @@ class NumpyBackend:
         return a.base is None and a.flags.writeable
 
     # -- kernels that NumPy has no single function for ---------------------------------------------
-    erf = staticmethod(erf)
+    def erf(self, x: np.ndarray) -> np.ndarray:
+        k = self.kernels_for(x)
+        return k.erf(x) if k is not None else erf(x)
+
+    #: use the compiled float32 kernels when numba is installed (``NNFORGE_FAST_KERNELS=0`` turns them off)
+    use_fast_kernels: bool = os.environ.get("NNFORGE_FAST_KERNELS", "1") != "0"
+
+    def kernels_for(self, *arrays: Any) -> Any:
+        """The compiled kernels (``FastKernels``) when they can serve these arrays (all float32 and
+        C-contiguous, numba installed, not switched off), else None: the caller takes its NumPy path."""
+        if not self.use_fast_kernels:
+            return None
+        for a in arrays:
+            if a is not None and (a.dtype != np.float32 or not a.flags.c_contiguous):
+                return None
+        return _fast_kernels()
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
         """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""
@@ -59,6 +75,16 @@ class NumpyBackend:
     # -- randomness ------------------------------------------------------------------------------
     def default_generator(self, seed: int | None = None) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64(seed))
+
+
+@functools.cache
+def _fast_kernels() -> Any:
+    """FastKernels (compiled with numba on first use, cached on disk), or None without numba."""
+    try:
+        from .fast_kernels import FastKernels
+    except ImportError:
+        return None
+    return FastKernels()
 
 
 @functools.cache

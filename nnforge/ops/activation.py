@@ -23,15 +23,21 @@ class Softmax(Function):
 
     def forward(self, a: Any, axis: int) -> Any:
         xp = self.backend.xp
+        self.axis = axis
+        self.kernels = self.backend.kernels_for(a) if axis is not None and axis == a.ndim - 1 else None
+        if self.kernels is not None:
+            self.saved = out = self.kernels.softmax_(a.copy())
+            return out
         out = xp.subtract(a, a.max(axis=axis, keepdims=True), out=xp.empty_like(a))  # an array also when 0-d
         xp.exp(out, out=out)
         out /= out.sum(axis=axis, keepdims=True)
         self.saved = out
-        self.axis = axis
         return out
 
     def backward(self, g: Any) -> Any:
         y = self.saved
+        if self.kernels is not None:
+            return self.kernels.softmax_grad(g, y)
         gy = g * y
         gy -= y * gy.sum(axis=self.axis, keepdims=True)
         return gy
@@ -55,11 +61,18 @@ class LogSoftmax(Function):
 
 
 class Gelu(Function):
-    """x * Phi(x) (exact, with erf) or the tanh approximation."""
+    """x * Phi(x) (exact, with erf) or the tanh approximation.
+
+    With the compiled kernels forward and backward are one pass each and only the input is kept (backward
+    recomputes Phi); the NumPy path keeps Phi (or tanh) as well to save recomputing it."""
 
     def forward(self, a: Any, approximate: str) -> Any:
         xp = self.backend.xp
         self.approximate = approximate
+        self.kernels = self.backend.kernels_for(a)
+        if self.kernels is not None:
+            self.saved = a
+            return self.kernels.gelu(a, approximate)
         if approximate == "tanh":
             inner = a * a
             inner *= 0.044715
@@ -80,6 +93,8 @@ class Gelu(Function):
 
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
+        if self.kernels is not None:
+            return self.kernels.gelu_grad(g, self.saved, self.approximate)
         a, t = self.saved
         if self.approximate == "tanh":
             # d/da 0.5 a (1 + tanh(u)), u = c (a + 0.044715 a^3)

@@ -40,16 +40,20 @@ class ScaledDotProductAttention(Function):
         p = xp.matmul(q, k.swapaxes(-1, -2))  # (..., L, S) scores, owned: everything below is in place
         if mask is not None:
             p += mask
-        m = p.max(axis=-1, keepdims=True)
-        if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
-            xp.copyto(m, 0, where=xp.isneginf(m))
-        p -= m
-        xp.exp(p, out=p)
-        z = p.sum(axis=-1, keepdims=True)
-        if mask is not None:
-            xp.copyto(z, 1, where=z == 0)
-        xp.divide(1, z, out=z)
-        p *= z
+        kernels = self.backend.kernels_for(p)
+        if kernels is not None:
+            kernels.softmax_(p, masked_rows_zero=True)
+        else:
+            m = p.max(axis=-1, keepdims=True)
+            if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
+                xp.copyto(m, 0, where=xp.isneginf(m))
+            p -= m
+            xp.exp(p, out=p)
+            z = p.sum(axis=-1, keepdims=True)
+            if mask is not None:
+                xp.copyto(z, 1, where=z == 0)
+            xp.divide(1, z, out=z)
+            p *= z
         keep = None
         pd = p
         if dropout_p > 0.0:

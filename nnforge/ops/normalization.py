@@ -48,6 +48,14 @@ class LayerNorm(Function):
         xp = self.backend.xp
         x2 = x.reshape(-1, d)
         r = x2.shape[0]
+        self.x_shape = x.shape
+        self.p_shape = x.shape[x.ndim - (w if w is not None else b).ndim:] if w is not None or b is not None \
+            else None
+        self.kernels = self.backend.kernels_for(x2, w, b)
+        if self.kernels is not None:
+            out, xhat, rstd = self.kernels.layer_norm(x2, w, b, eps)
+            self.saved = (xhat, rstd, w)
+            return out.reshape(x.shape)
         xhat = xp.empty_like(x2)
         rstd = xp.empty((r, 1), dtype=x.dtype)
         out, o2 = _like_shape(xp, x.shape, d, x.dtype)
@@ -70,9 +78,6 @@ class LayerNorm(Function):
             if b1 is not None:
                 ob += b1
         self.saved = (xhat, rstd, w)
-        self.x_shape = x.shape
-        self.p_shape = x.shape[x.ndim - (w if w is not None else b).ndim:] if w is not None or b is not None \
-            else None
         return out
 
     def backward(self, g: Any) -> tuple:
@@ -81,6 +86,10 @@ class LayerNorm(Function):
         r, d = xhat.shape
         g2 = g.reshape(-1, d)
         need_x, need_w, need_b = self.needs_input_grad[:3]
+        if self.kernels is not None:
+            gx2, gw, gb = self.kernels.layer_norm_grad(g2, xhat, rstd, w, need_x)
+            return (None if gx2 is None else gx2.reshape(self.x_shape),
+                    gw.reshape(self.p_shape) if need_w else None, gb.reshape(self.p_shape) if need_b else None)
         gw = xp.zeros(d, dtype=g.dtype) if need_w else None
         gb = xp.zeros(d, dtype=g.dtype) if need_b else None
         gx = gh = None

@@ -1,0 +1,221 @@
+"""float32 kernels compiled by numba (optional accelerator): one pass over memory, all cores, SIMD.
+
+NumPy evaluates a formula one operation at a time, each a full pass over memory on one thread; these loops
+fuse the whole formula per element and run ``prange`` over the cores. LLVM vectorises a loop only when
+it calls no library function, so exp and erf are written out here in float32:
+
+- ``_exp``: Cody-Waite range reduction ``x = n ln2 + r`` (|r| <= ln2/2), Taylor polynomial of degree 7
+  for e^r (truncation < 6e-9), and 2^n built from its IEEE bits; inputs below -87.3 give 0 (so exp(-inf)
+  is 0 as softmax needs), above 88.7 saturate at 2^128 = inf.
+- ``_erf``: ``x * P(x^2) / Q(x^2)`` on |x| <= 4 (erf(4) rounds to 1 in float32), P of degree 6 and Q of
+  degree 5, fitted to erf by Lawson-weighted least squares in float64 (max error 1.5e-9 in float64,
+  3e-7 when evaluated in float32, i.e. a few float32 ulps).
+
+This module is imported only when numba is installed; ``fused.py`` chooses between it and NumPy.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import float32, int32, prange
+from numba.extending import intrinsic
+
+# fastmath without "nnan"/"ninf": the kernels must keep NaN and -inf semantics (masked softmax rows)
+_JIT = dict(nogil=True, cache=True, fastmath={"contract", "reassoc", "arcp", "nsz", "afn"}, error_model="numpy")
+_F = np.float32
+
+_LOG2E = _F(1.4426950408889634)
+_LN2_HI = _F(0.693145751953125)  # ln 2 split so that n * _LN2_HI is exact for |n| <= 128
+_LN2_LO = _F(1.4286068203094173e-06)
+_EXP_LO, _EXP_HI = _F(-87.33), _F(88.72)
+
+_ERF_P = tuple(_F(c) for c in (1.1283791821379845, 0.18471014040005174, 0.05433260251440106,
+                               0.003839524442386144, 0.00038269349166987634, 4.780579958327751e-06,
+                               -1.3666983176246454e-08))
+_ERF_Q = tuple(_F(c) for c in (1.0, 0.49702864546271003, 0.11382625188761213, 0.015453511852482263,
+                               0.0013095796878042827, 6.400964500480056e-05))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _ERF_P
+_Q0, _Q1, _Q2, _Q3, _Q4, _Q5 = _ERF_Q
+_INV_SQRT2 = _F(1.0 / math.sqrt(2.0))
+_INV_SQRT_2PI = _F(1.0 / math.sqrt(2.0 * math.pi))
+_SQRT_2_OVER_PI = _F(math.sqrt(2.0 / math.pi))
+_HALF, _ONE, _TWO = _F(0.5), _F(1.0), _F(2.0)
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """Reinterpret an int32's bits as a float32 (what a C union does)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return float32(int32), codegen
+
+
+@numba.njit(**_JIT, inline="always")
+def _exp(x0):
+    x = min(max(x0, _EXP_LO), _EXP_HI)
+    n = math.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HI - n * _LN2_LO
+    p = _F(1 / 5040)
+    p = p * r + _F(1 / 720)
+    p = p * r + _F(1 / 120)
+    p = p * r + _F(1 / 24)
+    p = p * r + _F(1 / 6)
+    p = p * r + _HALF
+    p = p * r + _ONE
+    p = p * r + _ONE
+    a = int32(n) >> 1  # 2^n as 2^a * 2^(n-a): each factor a normal float32 for n in [-126, 128]
+    y = p * _float_from_bits((a + 127) << 23) * _float_from_bits((int32(n) - a + 127) << 23)
+    y = y if x0 > _EXP_LO else _F(0.0)
+    y = y if x0 < _EXP_HI else _F(np.inf)
+    return y if x0 == x0 else x0  # NaN stays NaN
+
+
+@numba.njit(**_JIT, inline="always")
+def _erf(x0):
+    x = min(max(x0, _F(-4.0)), _F(4.0))
+    s = x * x
+    p = ((((((_P6 * s + _P5) * s + _P4) * s + _P3) * s + _P2) * s + _P1) * s + _P0)
+    q = (((((_Q5 * s + _Q4) * s + _Q3) * s + _Q2) * s + _Q1) * s + _Q0)
+    y = x * p / q
+    y = y if abs(x0) < _F(3.9) else math.copysign(_ONE, x0)  # erf rounds to +-1 in float32 from 3.9 on
+    return y if x0 == x0 else x0
+
+
+@numba.njit(**_JIT, inline="always")
+def _one_plus_tanh(u):
+    """1 + tanh(u) = 2 / (1 + e^(-2u)): exact to rounding also where tanh(u) is close to -1."""
+    return _TWO / (_ONE + _exp(-_TWO * u))
+
+
+@numba.njit(**_JIT, parallel=True)
+def exp(x, out):
+    for i in prange(x.size):
+        out[i] = _exp(x[i])
+
+
+@numba.njit(**_JIT, parallel=True)
+def erf(x, out):
+    for i in prange(x.size):
+        out[i] = _erf(x[i])
+
+
+@numba.njit(**_JIT, parallel=True)
+def gelu(x, out, tanh_approx):
+    if tanh_approx:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = _HALF * v * _one_plus_tanh(_SQRT_2_OVER_PI * (v + _F(0.044715) * v * v * v))
+    else:
+        for i in prange(x.size):
+            v = x[i]
+            out[i] = _HALF * v * (_ONE + _erf(v * _INV_SQRT2))
+
+
+@numba.njit(**_JIT, parallel=True)
+def gelu_grad(g, x, out, tanh_approx):
+    if tanh_approx:
+        for i in prange(x.size):
+            v = x[i]
+            s = _HALF * _one_plus_tanh(_SQRT_2_OVER_PI * (v + _F(0.044715) * v * v * v))  # (1 + tanh) / 2
+            du = _SQRT_2_OVER_PI * (_ONE + _F(3 * 0.044715) * v * v)
+            out[i] = g[i] * (s + _TWO * v * s * (_ONE - s) * du)  # 1 - tanh^2 = 4 s (1 - s)
+    else:
+        for i in prange(x.size):
+            v = x[i]
+            cdf = _HALF * (_ONE + _erf(v * _INV_SQRT2))
+            out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * _exp(-_HALF * v * v))
+
+
+@numba.njit(**_JIT, parallel=True)
+def softmax_rows_(p, masked_row_value):
+    """Softmax of each row of the (R, C) array ``p`` in place; a row whose entries are all -inf becomes
+    ``masked_row_value`` (0 for attention, NaN for torch.softmax)."""
+    rows, cols = p.shape
+    for i in prange(rows):
+        row = p[i]
+        m = row[0]
+        for j in range(1, cols):
+            m = max(m, row[j])
+        if m == -np.inf:
+            row[:] = masked_row_value
+            continue
+        z = _F(0.0)
+        for j in range(cols):
+            e = _exp(row[j] - m)
+            row[j] = e
+            z += e
+        inv = _ONE / z
+        for j in range(cols):
+            row[j] *= inv
+
+
+@numba.njit(**_JIT, parallel=True)
+def softmax_grad_rows(g, y, out):
+    """out = y * (g - sum(g * y)) row by row (the backward of softmax over the last axis)."""
+    rows, cols = y.shape
+    for i in prange(rows):
+        s = _F(0.0)
+        for j in range(cols):
+            s += g[i, j] * y[i, j]
+        for j in range(cols):
+            out[i, j] = y[i, j] * (g[i, j] - s)
+
+
+@numba.njit(**_JIT, parallel=True)
+def layer_norm(x, w, b, eps, out, xhat, rstd):
+    """Row-wise (x - mean) / sqrt(var + eps) * w + b for an (R, D) x; w, b of length D (ones/zeros when the
+    layer has none). Two passes over each row (mean, then variance of the centred row) keep float32 exact
+    enough for rows with a large mean."""
+    rows, d = x.shape
+    inv_d = _F(1.0 / d)
+    for i in prange(rows):
+        mean = _F(0.0)
+        for j in range(d):
+            mean += x[i, j]
+        mean *= inv_d
+        var = _F(0.0)
+        for j in range(d):
+            c = x[i, j] - mean
+            xhat[i, j] = c
+            var += c * c
+        r = _ONE / math.sqrt(var * inv_d + eps)
+        rstd[i] = r
+        for j in range(d):
+            h = xhat[i, j] * r
+            xhat[i, j] = h
+            out[i, j] = h * w[j] + b[j]
+
+
+@numba.njit(**_JIT, parallel=True)
+def layer_norm_grad(g, xhat, rstd, w, gx, partial_w, partial_b, need_x):
+    """gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)) with gh = g * w, and per-chunk partial sums of
+    g * xhat and g (rows split in ``partial_w.shape[0]`` chunks, one per thread; the caller adds them)."""
+    rows, d = g.shape
+    chunks = partial_w.shape[0]
+    step = (rows + chunks - 1) // chunks
+    inv_d = _F(1.0 / d)
+    for c in prange(chunks):
+        pw, pb = partial_w[c], partial_b[c]
+        for i in range(c * step, min(rows, (c + 1) * step)):
+            s1 = _F(0.0)
+            s2 = _F(0.0)
+            for j in range(d):
+                gij = g[i, j]
+                pw[j] += gij * xhat[i, j]
+                pb[j] += gij
+                gh = gij * w[j]
+                s1 += gh
+                s2 += gh * xhat[i, j]
+            if need_x:
+                s1 *= inv_d
+                s2 *= inv_d
+                r = rstd[i]
+                for j in range(d):
+                    gx[i, j] = r * (g[i, j] * w[j] - s1 - xhat[i, j] * s2)
+
+
+def threads() -> int:
+    return numba.get_num_threads()

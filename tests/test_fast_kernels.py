@@ -1,0 +1,164 @@
+"""The compiled float32 kernels (numba) against PyTorch and against nnforge's own NumPy path: both paths of
+every op that has a fast kernel must give torch's result, including NaN/inf inputs and masked rows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nnforge as nf
+import nnforge.nn.functional as F
+from nnforge.backend import cpu_backend
+
+pytest.importorskip("numba", reason="the compiled kernels need numba (pip install -e '.[fast]')")
+
+
+@pytest.fixture(params=["fast", "numpy"])
+def path(request, monkeypatch):
+    """Run the test once with the compiled kernels and once with the pure NumPy path."""
+    monkeypatch.setattr(cpu_backend, "use_fast_kernels", request.param == "fast")
+    return request.param
+
+
+def _special(n: int, rng: np.random.Generator, scale: float = 3.0) -> np.ndarray:
+    x = (rng.standard_normal(n) * scale).astype(np.float32)
+    x[:10] = [np.nan, np.inf, -np.inf, 1e4, -1e4, 0.0, -0.0, 3.95, -3.95, 1e-30]
+    return x
+
+
+def _close(a: np.ndarray, b: np.ndarray, atol: float, rtol: float = 1e-5) -> None:
+    np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), atol=atol, rtol=rtol, equal_nan=True)
+
+
+def test_kernels_offered_only_for_float32_contiguous(monkeypatch):
+    monkeypatch.setattr(cpu_backend, "use_fast_kernels", True)
+    x32 = np.ones((4, 5), np.float32)
+    assert cpu_backend.kernels_for(x32) is not None
+    assert cpu_backend.kernels_for(x32.astype(np.float64)) is None
+    assert cpu_backend.kernels_for(x32.T) is None
+    assert cpu_backend.kernels_for(x32, None) is not None
+    monkeypatch.setattr(cpu_backend, "use_fast_kernels", False)
+    assert cpu_backend.kernels_for(x32) is None
+
+
+def test_exp_kernel_matches_numpy_including_edges():
+    kernels = cpu_backend.kernels_for(np.ones(1, np.float32))
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(100_000) * 30).astype(np.float32)
+    edges = np.array([np.nan, np.inf, -np.inf, 88.7, 88.8, 100.0, -87.3, -87.4, -104.0, 0.0], np.float32)
+    x = np.concatenate([edges, x])
+    with np.errstate(over="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    got = kernels.exp(x)
+    finite = (ref < np.finfo(np.float32).max) & (ref > 1.2e-38)  # float32 normal range; below it we flush to 0
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=3e-7)
+    assert np.isnan(got[0]) and got[1] == np.inf and got[2] == 0 and got[5] == np.inf and got[8] == 0
+    assert np.all(got[ref >= np.finfo(np.float32).max] == np.inf)
+
+
+def test_erf_matches_torch(path):
+    rng = np.random.default_rng(1)
+    x = _special(200_000, rng)
+    got = nf.from_numpy(x).erf().numpy()
+    ref = torch.erf(torch.from_numpy(x).double()).numpy()
+    _close(got, ref, atol=4e-7, rtol=0)
+    assert got[3] == 1.0 and got[4] == -1.0  # saturates exactly, as float32 erf does
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_forward_backward_match_torch(path, approximate):
+    rng = np.random.default_rng(2)
+    x = _special(100_000, rng)
+    g = rng.standard_normal(x.size).astype(np.float32)
+    a = nf.from_numpy(x.copy()).requires_grad_()
+    out = F.gelu(a, approximate=approximate)
+    out.backward(nf.from_numpy(g))
+    ta = torch.from_numpy(x).double().requires_grad_()
+    tout = torch.nn.functional.gelu(ta, approximate=approximate)
+    tout.backward(torch.from_numpy(g).double())
+    ok = np.isfinite(x)  # torch itself gives NaN at -inf (-inf * 0) and differs in the sign of 0 there
+    _close(out.detach().numpy()[ok], tout.detach().numpy()[ok], atol=2e-6)
+    _close(a.grad.numpy()[ok], ta.grad.numpy()[ok], atol=5e-6)
+    assert np.isnan(out.detach().numpy()[0])
+
+
+def test_softmax_matches_torch_with_inf_rows(path):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 300)) * 10).astype(np.float32)
+    x[1] = -np.inf  # torch gives NaN for an all -inf row
+    x[2, :5] = -np.inf
+    x[3, 7] = np.nan
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    a = nf.from_numpy(x.copy()).requires_grad_()
+    out = nf.softmax(a, dim=-1)
+    out.backward(nf.from_numpy(g))
+    ta = torch.from_numpy(x).requires_grad_()
+    tout = torch.softmax(ta, -1)
+    tout.backward(torch.from_numpy(g))
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=1e-7, rtol=1e-5)
+    _close(a.grad.numpy(), ta.grad.numpy(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_matches_torch(path, affine):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 50, 96)) * 4 + 100).astype(np.float32)  # large mean: needs a centred variance
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    ln, tln = nf.nn.LayerNorm(96, elementwise_affine=affine), torch.nn.LayerNorm(96, elementwise_affine=affine)
+    if affine:
+        w, b = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+        with nf.no_grad():
+            ln.weight.copy_(nf.from_numpy(w))
+            ln.bias.copy_(nf.from_numpy(b))
+        with torch.no_grad():
+            tln.weight.copy_(torch.from_numpy(w))
+            tln.bias.copy_(torch.from_numpy(b))
+    a = nf.from_numpy(x.copy()).requires_grad_()
+    ta = torch.from_numpy(x).requires_grad_()
+    out, tout = ln(a), tln(ta)
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g))
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
+    _close(a.grad.numpy(), ta.grad.numpy(), atol=5e-5)
+    if affine:
+        _close(ln.weight.grad.numpy(), tln.weight.grad.numpy(), atol=5e-4, rtol=1e-4)
+        _close(ln.bias.grad.numpy(), tln.bias.grad.numpy(), atol=5e-4, rtol=1e-4)
+
+
+def test_attention_masked_rows_and_grads(path):
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 3, 7, 8)).astype(np.float32) for _ in range(3))
+    mask = rng.random((2, 1, 7, 7)) > 0.3
+    mask[0, 0, 2] = False  # a query row that sees no key: zero output, like torch
+    g = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    ins = [nf.from_numpy(a.copy()).requires_grad_() for a in (q, k, v)]
+    tins = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ins, attn_mask=nf.from_numpy(mask))
+    tout = torch.nn.functional.scaled_dot_product_attention(*tins, attn_mask=torch.from_numpy(mask))
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g))
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-6)
+    for a, ta in zip(ins, tins):
+        _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-5)
+
+
+def test_fast_and_numpy_paths_agree_on_a_bert_layer(monkeypatch):
+    """A whole encoder layer (GELU, softmax in attention, layer norms) forward and backward on both paths."""
+    from nnforge.models.bert import BertConfig, BertModel
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=16)
+    nf.manual_seed(0)
+    model = BertModel(cfg).eval()
+    ids = np.random.default_rng(6).integers(0, 50, size=(2, 16))
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(cpu_backend, "use_fast_kernels", fast)
+        model.zero_grad()
+        out = model(ids).last_hidden_state
+        out.sum().backward()
+        results.append((out.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
+                                               if p.grad is not None]))
+    _close(results[0][0], results[1][0], atol=1e-5)
+    assert len(results[0][1]) == len(results[1][1]) > 10
+    for a, b in zip(results[0][1], results[1][1]):
+        _close(a, b, atol=1e-4, rtol=1e-4)
