@@ -40,10 +40,12 @@ class FastKernels:
         return out
 
     @staticmethod
-    def softmax_(p: np.ndarray, masked_rows_zero: bool = False) -> np.ndarray:
+    def softmax_(p: np.ndarray, masked_rows_zero: bool = False, serial: bool = False) -> np.ndarray:
         """Softmax over the last axis of ``p`` in place; returns ``p``. Rows of -inf become 0 with
-        ``masked_rows_zero`` (attention), else NaN (as torch.softmax gives)."""
-        nk.softmax_rows_(p.reshape(-1, p.shape[-1]), np.float32(0.0 if masked_rows_zero else np.nan))
+        ``masked_rows_zero`` (attention), else NaN (as torch.softmax gives). ``serial``: on the calling
+        thread only (inside ``backend.parallel_for``)."""
+        kernel = nk.softmax_rows_serial_ if serial else nk.softmax_rows_
+        kernel(p.reshape(-1, p.shape[-1]), np.float32(0.0 if masked_rows_zero else np.nan))
         return p
 
     @staticmethod

@@ -129,27 +129,39 @@ def gelu_grad(g, x, out, tanh_approx):
             out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * _exp(-_HALF * v * v))
 
 
+@numba.njit(**_JIT, inline="always")
+def _softmax_row_(row, masked_row_value):
+    cols = row.shape[0]
+    m = row[0]
+    for j in range(1, cols):
+        m = max(m, row[j])
+    if m == -np.inf:
+        row[:] = masked_row_value
+        return
+    z = _F(0.0)
+    for j in range(cols):
+        e = _exp(row[j] - m)
+        row[j] = e
+        z += e
+    inv = _ONE / z
+    for j in range(cols):
+        row[j] *= inv
+
+
 @numba.njit(**_JIT, parallel=True)
 def softmax_rows_(p, masked_row_value):
     """Softmax of each row of the (R, C) array ``p`` in place; a row whose entries are all -inf becomes
     ``masked_row_value`` (0 for attention, NaN for torch.softmax)."""
-    rows, cols = p.shape
-    for i in prange(rows):
-        row = p[i]
-        m = row[0]
-        for j in range(1, cols):
-            m = max(m, row[j])
-        if m == -np.inf:
-            row[:] = masked_row_value
-            continue
-        z = _F(0.0)
-        for j in range(cols):
-            e = _exp(row[j] - m)
-            row[j] = e
-            z += e
-        inv = _ONE / z
-        for j in range(cols):
-            row[j] *= inv
+    for i in prange(p.shape[0]):
+        _softmax_row_(p[i], masked_row_value)
+
+
+@numba.njit(**_JIT)
+def softmax_rows_serial_(p, masked_row_value):
+    """``softmax_rows_`` on the calling thread only, for callers that already split work across threads
+    (numba's default thread pool must not be entered from several threads at once)."""
+    for i in range(p.shape[0]):
+        _softmax_row_(p[i], masked_row_value)
 
 
 @numba.njit(**_JIT, parallel=True)

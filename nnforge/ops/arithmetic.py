@@ -97,7 +97,9 @@ class PowScalar(Function):
         if c == 2:
             return a * a
         if c == 3:
-            return a * a * a
+            out = a * a
+            out *= a  # in place: one temporary fewer than a * a * a
+            return out
         if c == 1:
             return a.copy()
         if c == 0.5:

@@ -23,6 +23,8 @@ class ScaledDotProductAttention(Function):
     """q (..., L, E), k (..., S, E), v (..., S, Ev), additive float mask (..., L, S) or None -> (..., L, Ev).
 
     Batch dims broadcast. ``mask`` is already additive (0 / -inf for a bool mask, causal mask folded in).
+    When q, k and v share their leading batch dim, forward and backward run one chunk of it per core
+    (``backend.parallel_for``): each chunk's GEMMs, softmax and gradients stay in that core's cache.
     """
     uses_output = True
 
@@ -36,47 +38,112 @@ class ScaledDotProductAttention(Function):
 
     def _attend(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float) -> Any:
         xp = self.backend.xp
+        self.mask_shape = None if mask is None else mask.shape
         q = q * scale  # scaling q (L x E) is cheaper than the scores (L x S), and makes dk need no rescale
-        p = xp.matmul(q, k.swapaxes(-1, -2))  # (..., L, S) scores, owned: everything below is in place
-        if mask is not None:
-            p += mask
-        kernels = self.backend.kernels_for(p)
-        if kernels is not None:
-            kernels.softmax_(p, masked_rows_zero=True)
-        else:
-            m = p.max(axis=-1, keepdims=True)
-            if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
-                xp.copyto(m, 0, where=xp.isneginf(m))
-            p -= m
-            xp.exp(p, out=p)
-            z = p.sum(axis=-1, keepdims=True)
-            if mask is not None:
-                xp.copyto(z, 1, where=z == 0)
-            xp.divide(1, z, out=z)
-            p *= z
+        qk_batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        batch = xp.broadcast_shapes(qk_batch, v.shape[:-2], () if mask is None else mask.shape[:-2])
+        n0 = batch[0] if batch else 1
+        # chunk the leading batch axis when q, k, v all have it (no broadcasting along it) and the mask does not
+        # enlarge the scores' batch shape
+        self.chunked = batch == qk_batch and n0 > 1 and all(a.ndim == len(batch) + 2 and a.shape[0] == n0
+                                                              for a in (q, k, v))
+        kernels = self.backend.kernels_for(q)
         keep = None
-        pd = p
-        if dropout_p > 0.0:
-            keep = _rng(None).random(p.shape, dtype=p.dtype if p.dtype.itemsize >= 4 else "float32") >= dropout_p
-            self.drop_scale = p.dtype.type(1.0 / (1.0 - dropout_p))
-            pd = p * self.drop_scale
-            pd *= keep
-        out = xp.matmul(pd, v)
+        if self.chunked:
+            p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
+            out = xp.empty(batch + (q.shape[-2], v.shape[-1]), dtype=q.dtype)
+            slice_mask = mask is not None and mask.ndim == len(batch) + 2 and mask.shape[0] == n0
+            if dropout_p > 0.0:
+                keep = self._dropout_mask(p, dropout_p)
+
+            def run(sl: slice) -> None:
+                ps = xp.matmul(q[sl], k[sl].swapaxes(-1, -2), out=p[sl])
+                self._softmax_(ps, None if mask is None else mask[sl] if slice_mask else mask, kernels, True)
+                pd = ps if keep is None else self._dropped(ps, keep[sl])
+                xp.matmul(pd, v[sl], out=out[sl])
+
+            self.backend.parallel_for(n0, run)
+        else:
+            p = xp.matmul(q, k.swapaxes(-1, -2))  # (..., L, S) scores, owned: everything below is in place
+            if mask is not None and p.shape != batch + p.shape[-2:]:
+                p = p + mask  # the mask adds batch dims: a new, larger array
+                mask = None
+            self._softmax_(p, mask, kernels, False)
+            pd = p
+            if dropout_p > 0.0:
+                keep = self._dropout_mask(p, dropout_p)
+                pd = self._dropped(p, keep)
+            out = xp.matmul(pd, v)
         self.saved = (q, k, v, p, keep, out)  # q is the scaled query
         self.scale = scale
-        self.mask_shape = None if mask is None else mask.shape
         return out
 
-    def _grads(self, g: Any, need: tuple, out: tuple = (None, None, None)) -> tuple:
-        """(dq, dk, dv, dmask) for the inputs flagged in ``need``, unreduced (broadcast batch shape);
-        dq, dk, dv are written into the arrays of ``out`` where given."""
+    def _dropout_mask(self, p: Any, dropout_p: float) -> Any:
+        self.drop_scale = p.dtype.type(1.0 / (1.0 - dropout_p))
+        return _rng(None).random(p.shape, dtype=p.dtype if p.dtype.itemsize >= 4 else "float32") >= dropout_p
+
+    def _dropped(self, p: Any, keep: Any) -> Any:
+        pd = p * self.drop_scale
+        pd *= keep
+        return pd
+
+    def _softmax_(self, p: Any, mask: Any, kernels: Any, serial: bool) -> None:
+        """Scores -> probabilities in place: add the mask, then softmax over the keys; a row with every key
+        masked becomes 0 (not NaN)."""
         xp = self.backend.xp
-        q, k, v, p, keep, o = self.saved
-        pd = p
-        if keep is not None:
-            pd = p * self.drop_scale
-            pd *= keep
-        dv = xp.matmul(pd.swapaxes(-1, -2), g, out=out[2]) if need[2] else None
+        if mask is not None:
+            p += mask
+        if kernels is not None:
+            kernels.softmax_(p, masked_rows_zero=True, serial=serial)
+            return
+        m = p.max(axis=-1, keepdims=True)
+        if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
+            xp.copyto(m, 0, where=xp.isneginf(m))
+        p -= m
+        xp.exp(p, out=p)
+        z = p.sum(axis=-1, keepdims=True)
+        if mask is not None:
+            xp.copyto(z, 1, where=z == 0)
+        xp.divide(1, z, out=z)
+        p *= z
+
+    def _grads(self, g: Any, need: tuple, out: tuple = (None, None, None)) -> tuple:
+        """(dq, dk, dv, dmask) for the inputs flagged in ``need``; dq, dk, dv have the shapes of the saved
+        q, k, v (written into the arrays of ``out`` where given), dmask is unreduced (the scores' shape)."""
+        xp = self.backend.xp
+        q, k, v = self.saved[:3]
+        if not self.chunked or need[3]:
+            dq, dk, dv, dmask = self._chunk_grads(g, need, Ellipsis)
+            return (None if dq is None else _into(xp, unbroadcast(dq, q.shape), out[0]),
+                    None if dk is None else _into(xp, unbroadcast(dk, k.shape), out[1]),
+                    None if dv is None else _into(xp, unbroadcast(dv, v.shape), out[2]), dmask)
+        full = [o if o is not None else (xp.empty_like(a) if n else None)
+                for o, a, n in zip(out, (q, k, v), need[:3])]
+
+        def run(sl: slice) -> None:
+            dests = [None if f is None else f[sl] for f in full]
+            grads = self._chunk_grads(g, need, sl, dests)
+            for dst, d in zip(dests, grads[:3]):
+                if dst is not None and d is not dst:  # not written in place: reduce broadcast dims into it
+                    dst[...] = unbroadcast(d, dst.shape)
+
+        self.backend.parallel_for(q.shape[0], run)
+        return full[0], full[1], full[2], None
+
+    def _chunk_grads(self, g: Any, need: tuple, sl: Any, out: Any = (None, None, None)) -> tuple:
+        """Unreduced (dq, dk, dv, dmask) of one batch chunk ``sl`` (Ellipsis: everything); results whose shape
+        equals the chunk's input shape are written into ``out``."""
+        xp = self.backend.xp
+        q, k, v, p, keep, o = (None if a is None else a[sl] for a in self.saved)
+        g = g[sl]
+        pshape = p.shape[:-2]
+
+        def dest(i: int, like: Any) -> Any:
+            return out[i] if out[i] is not None and xp.broadcast_shapes(pshape, like.shape[:-2]) == \
+                like.shape[:-2] else None
+
+        pd = p if keep is None else self._dropped(p, keep)
+        dv = xp.matmul(pd.swapaxes(-1, -2), g, out=dest(2, v)) if need[2] else None
         del pd
         ds = xp.matmul(g, v.swapaxes(-1, -2))  # dP (..., L, S), owned
         if keep is not None:
@@ -87,20 +154,23 @@ class ScaledDotProductAttention(Function):
         ds *= p  # d(scores)
         dq = dk = None
         if need[0]:
-            dq = xp.matmul(ds, k, out=out[0])
+            dq = xp.matmul(ds, k, out=dest(0, q))
             dq *= self.scale
         if need[1]:
-            dk = xp.matmul(ds.swapaxes(-1, -2), q, out=out[1])
-        dmask = ds if need[3] else None
-        return dq, dk, dv, dmask
+            dk = xp.matmul(ds.swapaxes(-1, -2), q, out=dest(1, k))
+        return dq, dk, dv, (ds if need[3] else None)
 
     def backward(self, g: Any) -> tuple:
-        q, k, v = self.saved[:3]
         dq, dk, dv, dmask = self._grads(g, self.needs_input_grad)
-        return (None if dq is None else unbroadcast(dq, q.shape),
-                None if dk is None else unbroadcast(dk, k.shape),
-                None if dv is None else unbroadcast(dv, v.shape),
-                None if dmask is None else unbroadcast(dmask, self.mask_shape))
+        return dq, dk, dv, (None if dmask is None else unbroadcast(dmask, self.mask_shape))
+
+
+def _into(xp: Any, a: Any, out: Any) -> Any:
+    """``a``, copied into ``out`` when one is given (and ``a`` is not already it)."""
+    if out is None or a is out:
+        return a
+    xp.copyto(out, a)
+    return out
 
 
 class PackedSelfAttention(ScaledDotProductAttention):
