@@ -29,5 +29,6 @@ from . import optim  # noqa: E402
 from . import utils  # noqa: E402
 from .serialization import load, save  # noqa: E402
 from . import metrics, train  # noqa: E402
+from . import distributed  # noqa: E402
 
 __version__ = "0.1.0"

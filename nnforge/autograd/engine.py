@@ -36,8 +36,33 @@ def _check_node(node: Function) -> None:
                 f"operation: op {node.name()} saved it at version {version}, it is now at version {counter[0]}")
 
 
+_CALLBACKS: list = []  # one list per backward pass in progress (innermost last)
+
+
+def queue_callback(fn: Any) -> None:
+    """Run ``fn()`` once the backward pass in progress has finished (torch's
+    ``Variable._execution_engine.queue_callback``); called from a tensor hook. DistributedDataParallel uses it
+    to wait for its gradient all-reduces at the end of backward."""
+    if not _CALLBACKS:
+        raise RuntimeError("queue_callback: no backward pass is running (call it from a tensor hook)")
+    _CALLBACKS[-1].append(fn)
+
+
 def run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph: bool,
                  capture: Sequence[Any] | None = None) -> list | None:
+    """``_run_backward``, then the callbacks its hooks queued (``queue_callback``)."""
+    _CALLBACKS.append([])
+    try:
+        out = _run_backward(roots, root_grads, retain_graph, capture)
+    finally:
+        queued = _CALLBACKS.pop()
+    for fn in queued:
+        fn()
+    return out
+
+
+def _run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph: bool,
+                  capture: Sequence[Any] | None = None) -> list | None:
     """Backpropagate ``root_grads`` (arrays) from ``roots`` (tensors).
 
     Without ``capture`` gradients accumulate into leaves' ``.grad``. With ``capture`` (a list of tensors)

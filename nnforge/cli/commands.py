@@ -35,6 +35,8 @@ def _finetune(args: argparse.Namespace) -> int:
     values.update({k: getattr(args, k) for k in _FLAG_FIELDS if hasattr(args, k)})
     cfg = FinetuneConfig.from_dict(values, source=args.config or "options")
     m = run_finetune(cfg, resume=args.resume)
+    if "test_loss" not in m:  # a rank other than 0 of a distributed run: rank 0 reports
+        return 0
     line = f"test_accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else f"test_mae {m['test_mae']:.4f}"
     print(f"Done: {line}, test_loss {m['test_loss']:.4f}, macro F1 {m.get('macro', {}).get('f1', float('nan')):.4f} "
           f"({m['total_wall_s']:.0f} s wall, {m['total_cpu_s']:.0f} s CPU). Run folder: {m['run_dir']} "

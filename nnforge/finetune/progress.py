@@ -69,6 +69,8 @@ class Progress:
 class EvalProgress(Callback):
     """A :class:`Progress` over the validation batches that ``Trainer.evaluate`` runs during training."""
 
+    main_process_only = True
+
     def __init__(self, desc: str = "Validating") -> None:
         super().__init__()
         self.desc = desc

@@ -55,6 +55,8 @@ class _History(Callback):
     """Mean training loss every ``every`` steps and each validation result, appended to ``history.csv`` as it
     goes (a resumed run keeps the rows up to its checkpoint)."""
 
+    main_process_only = True
+
     def __init__(self, path: Path, trainer_ref: dict, every: int = 10) -> None:
         super().__init__()
         self.path, self.ref, self.every = path, trainer_ref, every
@@ -226,13 +228,21 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False) -> dict:
         UsageError / DataError: bad input (one-line message).
         Interrupted: Ctrl-C during training (a checkpoint was saved).
     """
+    from .. import distributed as dist
+    from ..distributed.collectives import _broadcast_text
     from ..random import manual_seed
     from ..tokenizers import AutoTokenizer
     from ..train import Trainer
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     run_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
+    parallel = dist.is_initialized() and dist.get_world_size() > 1
+    main = dist.is_main_process()  # under mpirun only rank 0 writes the run folder
+    if parallel:
+        run_dir = Path(_broadcast_text(str(run_dir)))  # rank 0's (default names hold the time)
     _check_run_dir(run_dir, resume)
+    if parallel:
+        dist.barrier()  # every rank has checked the folder before rank 0 writes into it
     model_path = resolve_model(cfg.model)
 
     # -- data ----------------------------------------------------------------------------------------------------
@@ -262,14 +272,15 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False) -> dict:
 
     train_ds = part(train_idx, cfg.seed)
     val_ds = part(val_idx, None) if len(val_idx) else None
-    steps_per_epoch = len(train_ds)
+    steps_per_epoch = -(-len(train_ds) // dist.get_world_size()) if parallel else len(train_ds)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     opt, sched = _optimizer(model, cfg, total)
 
     # -- the run folder (nothing is written before this point) ---------------------------------------------------
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg.to_dict(), run_dir / "config.yaml")
-    atomic_write_text(run_dir / "labels.json", json.dumps(names, indent=1, ensure_ascii=False))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        atomic_write_text(run_dir / "labels.json", json.dumps(names, indent=1, ensure_ascii=False))
     print(f"Run folder: {run_dir}", flush=True)
     ref: dict = {}
     history = _History(run_dir / "history.csv", ref)
@@ -285,7 +296,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False) -> dict:
     ref["trainer"] = trainer
     trainable = sum(int(np.prod(p.shape)) for p in model.parameters() if p.requires_grad)
     print(f"Fine-tuning {cfg.model} ({cfg.method}, {trainable:,} trainable parameters): {total} steps of "
-          f"{cfg.batch_size} examples, lr {cfg.lr:g}", flush=True)
+          f"{cfg.batch_size} examples" + (f" on each of {dist.get_world_size()} processes" if parallel else "")
+          + f", lr {cfg.lr:g}", flush=True)
     train_wall, train_cpu = time.perf_counter(), time.process_time()
     with stopper:
         try:
@@ -302,6 +314,8 @@ def run_finetune(cfg: FinetuneConfig, resume: bool = False) -> dict:
         raise UsageError(f"training diverged (loss {result['train_loss']}); try a smaller --lr")
 
     # -- test ----------------------------------------------------------------------------------------------------
+    if not main:  # rank 0 tests, reports and saves
+        return {"run_dir": str(run_dir), "train_loss": result["train_loss"], "steps": result["global_step"]}
     test_ids = [ids[i] for i in test_idx]
     logits = predict_logits(model, test_ids, cfg.batch_size, pad_id, desc="Testing")
     metrics = compute_metrics(cfg.task, targets[test_idx], logits, names, prefix="test")

@@ -14,9 +14,9 @@ import math
 from typing import Any
 
 from ..autograd.function import Function
-from ..random import _rng
 from ..tensor import Tensor
 from ._util import unbroadcast
+from .dropout import keep_mask
 
 
 class ScaledDotProductAttention(Function):
@@ -80,7 +80,7 @@ class ScaledDotProductAttention(Function):
 
     def _dropout_mask(self, p: Any, dropout_p: float) -> Any:
         self.drop_scale = p.dtype.type(1.0 / (1.0 - dropout_p))
-        return _rng(None).random(p.shape, dtype=p.dtype if p.dtype.itemsize >= 4 else "float32") >= dropout_p
+        return keep_mask(p.shape, dropout_p)
 
     def _dropped(self, p: Any, keep: Any) -> Any:
         pd = p * self.drop_scale

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import is_main_process
+
 __all__ = [
     "CSVLogger",
     "Callback",
@@ -41,7 +43,12 @@ class Callback:
         class PrintLoss(Callback):
             def on_epoch_end(self, epoch, logs=None):
                 print(epoch, logs["loss"])
+
+    ``main_process_only = True`` (progress bars, loggers, checkpoint writers): in distributed training the
+    callback runs on rank 0 only.
     """
+
+    main_process_only = False
 
     def __init__(self):
         self.model = None
@@ -147,8 +154,10 @@ class CallbackList(Callback):
 
 def _fan_out(name):
     def hook(self, *args, **kwargs):
+        main = is_main_process()
         for cb in self.callbacks:
-            getattr(cb, name)(*args, **kwargs)
+            if main or not cb.main_process_only:
+                getattr(cb, name)(*args, **kwargs)
     hook.__name__ = name
     hook.__doc__ = f"Call ``{name}`` on every callback."
     return hook
@@ -214,6 +223,8 @@ class ProgressBar(Callback):
 
     ``Module.fit(verbose=1)`` adds one; ``verbose=2`` gives one line per epoch.
     """
+
+    main_process_only = True
 
     def __init__(self, stream: Any = None, tty: bool | None = None, log_interval: float = 10.0,
                  refresh: float = 0.1, width: int = 30) -> None:
@@ -366,6 +377,8 @@ class ModelCheckpoint(Callback):
     exist here — resume whole runs with ``nnforge.train.Trainer``.
     """
 
+    main_process_only = True
+
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, mode: str = "auto",
                  initial_value_threshold: float | None = None) -> None:
@@ -415,6 +428,8 @@ class CSVLogger(Callback):
         append: add to an existing file (no second header) instead of overwriting it.
     """
 
+    main_process_only = True
+
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         self.filename, self.sep, self.append = os.fspath(filename), separator, append
@@ -456,6 +471,8 @@ class TensorBoard(Callback):
         update_freq: ``"epoch"``, or ``"batch"`` / an int N to also write ``batch_<key>`` every N batches
             (step = global batch count).
     """
+
+    main_process_only = True
 
     def __init__(self, log_dir: str | os.PathLike = "logs", update_freq: Any = "epoch") -> None:
         super().__init__()

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..creation import from_numpy
+from ..distributed.collectives import _reduce_floats
 from ..metrics import Mean
 from ..nn.modules.module import Module
 from ..random import _rng
@@ -34,6 +35,7 @@ from ..utils.data import DataLoader, Dataset, IterableDataset, Subset
 from .callbacks import CallbackList, ProgressBar
 from .history import History
 from .shortcuts import get_loss, get_metric, get_optimizer
+from .trainer import _maybe_ddp
 
 __all__ = [
     "compile",
@@ -92,6 +94,15 @@ class _ArrayData:
         self.samples = next(iter(sizes))[1]
         self.batch_size, self.shuffle = batch_size, shuffle
         self.steps = -(-self.samples // batch_size)
+        self.shard = None  # (world size, rank) once distributed
+
+    def distribute(self) -> None:
+        """Iterate only this rank's shard of each epoch's order (rank 0's permutation, DistributedSampler rule)."""
+        from ..distributed import get_rank, get_world_size
+
+        self.shard = (get_world_size(), get_rank())
+        per_rank = -(-self.samples // self.shard[0])
+        self.steps = -(-per_rank // self.batch_size)
 
     def split(self, fraction: float) -> tuple:
         """(first 1-fraction, last fraction) of the samples, before any shuffling (as Keras does)."""
@@ -110,6 +121,13 @@ class _ArrayData:
     def __iter__(self):
         n, bs = self.samples, self.batch_size
         order = _rng(None).permutation(n) if self.shuffle else None
+        if self.shard is not None:
+            from ..distributed.collectives import _broadcast_array
+            from ..utils.data.distributed_sampler import shard_indices
+
+            order = np.arange(n) if order is None else _broadcast_array(order.astype(np.int64))
+            order = np.asarray(shard_indices(order.tolist(), *self.shard), dtype=np.int64)
+            n = len(order)
         for start in range(0, n, bs):
             idx = slice(start, min(start + bs, n)) if order is None else order[start:start + bs]
             xb = _take(self.x, idx)
@@ -137,13 +155,32 @@ def _slice(a: Any, s: slice) -> Any:
 class _LoaderData:
     """A DataLoader (or any re-iterable of batches), iterated once per epoch."""
 
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
+    def __init__(self, loader: Any, owned: bool = False) -> None:
+        self.loader, self.owned = loader, owned  # owned: made by fit from a Dataset
         self.steps = _len(loader)
         ds = getattr(loader, "dataset", None)
         self.samples = _len(ds) if ds is not None and not getattr(loader, "drop_last", False) else None
+        self.epoch = 0
+
+    def distribute(self) -> None:
+        """Give this rank its DistributedSampler shard (for a loader fit made from a Dataset; a DataLoader
+        given by the user is iterated as it is: give it a DistributedSampler)."""
+        from ..distributed.collectives import _broadcast_int
+        from ..utils.data import DistributedSampler, RandomSampler
+
+        if not self.owned or isinstance(self.loader.dataset, IterableDataset):
+            return
+        ds, shuffle = self.loader.dataset, isinstance(self.loader.sampler, RandomSampler)
+        seed = _broadcast_int(int(_rng(None).integers(2 ** 31)) if shuffle else 0)
+        self.loader = DataLoader(ds, batch_size=self.loader.batch_size,
+                                 sampler=DistributedSampler(ds, shuffle=shuffle, seed=seed))
+        self.steps, self.samples = len(self.loader), len(self.loader.sampler)
 
     def __iter__(self):
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # a DistributedSampler: a new order each epoch
+            sampler.set_epoch(self.epoch)
+        self.epoch += 1
         return iter(self.loader)
 
 
@@ -165,7 +202,7 @@ def _adapt(x: Any, y: Any, batch_size: int | None, shuffle: bool, what: str) -> 
         if y is not None:
             raise ValueError(f"{what}: with a Dataset as x, y must be None (samples are (x, y) pairs or dicts)")
         shuffle = shuffle and not isinstance(x, IterableDataset)
-        return _LoaderData(DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle))
+        return _LoaderData(DataLoader(x, batch_size=batch_size or 32, shuffle=shuffle), owned=True)
     if x is None:
         raise ValueError(f"{what}: x is required")
     return _ArrayData(x, y, batch_size or 32, shuffle, what)
@@ -369,6 +406,11 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
             validation (Keras semantics); Datasets are split the same way.
         validation_data: ``(x_val, y_val)``, a Dataset or a DataLoader; overrides ``validation_split``.
         shuffle: reshuffle array/Dataset training data every epoch (drawn from ``nf.manual_seed``'s generator).
+            Distributed (``nnforge.distributed`` initialised with several ranks): the model is wrapped in
+            ``DistributedDataParallel`` for the call, arrays and Datasets are sharded per rank (rank 0's order,
+            ``DistributedSampler``: each step sees ``ranks * batch_size`` samples; a DataLoader you pass is used
+            as it is, give it a ``DistributedSampler``), epoch logs are averaged over ranks, only rank 0 shows
+            progress, and validation runs on the whole set on every rank.
         initial_epoch: epoch to start from (for resuming: epochs run ``initial_epoch .. epochs-1``).
 
     Returns:
@@ -390,6 +432,10 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
         train, val = train.split(validation_split)
     history = History()
     params = {"epochs": epochs, "steps": train.steps, "verbose": verbose, "samples": train.samples}
+    ddp = _maybe_ddp(self)
+    if ddp is not None:
+        train.distribute()
+        params.update(steps=train.steps, samples=train.samples)
     cbs = _callbacks(self, callbacks, verbose, params, history)
     was_training = self.training
     object.__setattr__(self, "stop_training", False)
@@ -402,11 +448,17 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
             cbs.on_epoch_begin(epoch)
             for step, batch in enumerate(train):
                 cbs.on_train_batch_begin(step)
+                if ddp is not None:
+                    ddp._pre_forward()
                 tracker.update(self.train_step(batch), _batch_len(batch))
                 cbs.on_train_batch_end(step, tracker.logs())
+                if ddp is not None and not self.stop_training:  # any rank stopping stops all of them
+                    object.__setattr__(self, "stop_training", _reduce_floats([float(self.stop_training)], "max")[0] > 0)
                 if self.stop_training:
                     break
             epoch_logs = tracker.logs()
+            if ddp is not None:  # the epoch's training logs averaged over ranks (equal shards)
+                epoch_logs = dict(zip(epoch_logs, _reduce_floats(list(epoch_logs.values()), "avg")))
             if val is not None:
                 val_logs = _run_evaluate(self, val, cbs)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -416,6 +468,8 @@ def fit(self: Module, x: Any = None, y: Any = None, batch_size: int | None = Non
                 break
     finally:
         self.train(was_training)
+        if ddp is not None and ddp is not self:
+            ddp.remove_hooks()
     cbs.on_train_end(epoch_logs)
     return history
 

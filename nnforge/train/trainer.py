@@ -11,16 +11,20 @@ import logging
 import math
 import random
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..autograd.grad_mode import no_grad
+from ..distributed import barrier, get_rank, get_world_size, is_main_process
+from ..distributed.collectives import _reduce_floats
 from ..nn.utils import clip_grad_norm_
 from ..optim.lr_scheduler import ReduceLROnPlateau
 from ..random import Generator, get_rng_state, manual_seed, set_rng_state
 from ..tensor import Tensor
 from ..utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from ..utils.data.distributed_sampler import shard_indices
 from . import checkpoint as ckpt
 from .callbacks import CallbackList
 
@@ -96,6 +100,15 @@ class Trainer:
         shuffle: draw a new order of the training set each epoch.
         drop_last: drop the last incomplete micro-batch of each epoch.
 
+    Distributed (``mpirun -n N``, after ``nnforge.distributed.init_process_group()``): the model is wrapped in
+    ``DistributedDataParallel`` (unless it already is), each rank trains on its ``DistributedSampler``-style
+    shard of each epoch's order (the same permutation on every rank, padded by wrapping to equal shards), so one
+    step sees ``N * batch_size`` samples; gradient accumulation all-reduces once per step (``no_sync``); step
+    losses are averaged over ranks; a callback's ``stop_training`` on any rank stops all ranks. Evaluation runs
+    on the whole eval set on every rank. Only rank 0 logs, shows progress bars and writes checkpoints (callbacks
+    with ``main_process_only = True`` run on rank 0 only); resuming reads the checkpoint on every rank (a
+    shared folder across machines).
+
     Example:
         >>> trainer = Trainer(model, nf.optim.AdamW(model.parameters(), lr=1e-3), F.cross_entropy,
         ...                   TensorDataset(x, y), batch_size=64, epochs=3, output_dir="runs/a", save_steps=100)
@@ -144,7 +157,8 @@ class Trainer:
         self.state = TrainerState()
         self.resumed_from: Path | None = None  # the checkpoint the last train() resumed from
         self._data_generator = Generator()
-        self.num_batches = len(self._loader(self.train_dataset, list(range(len(self.train_dataset)))))
+        self._ddp = _maybe_ddp(model)
+        self.num_batches = len(self._loader(self.train_dataset, self._shard(list(range(len(self.train_dataset))))))
         if self.num_batches == 0:
             raise ValueError(f"Trainer: train_dataset has {len(self.train_dataset)} samples, fewer than one "
                              f"batch of {batch_size} with drop_last=True")
@@ -208,8 +222,10 @@ class Trainer:
         """
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"Trainer.train: max_steps must be a positive integer, got {max_steps!r}")
-        if self.output_dir is not None:
+        if self.output_dir is not None and is_main_process():
             ckpt.remove_stale(self.output_dir)
+        if self._ddp is not None:
+            barrier()
         self._start(resume_from_checkpoint)
         st = self.state
         limit = max_steps if max_steps is not None else self.epochs * self.steps_per_epoch
@@ -224,6 +240,7 @@ class Trainer:
             self._data_generator.set_state(st.data_state)
             order = (self._data_generator.rng.permutation(len(self.train_dataset)).tolist() if self.shuffle
                      else list(range(len(self.train_dataset))))
+            order = self._shard(order)
             n = self.gradient_accumulation_steps
             batches = iter(self._loader(self.train_dataset, order[st.batch_in_epoch * self.batch_size:]))
             self.callbacks.on_epoch_begin(st.epoch, {})
@@ -242,6 +259,8 @@ class Trainer:
                 st.loss_sum += loss
                 st.losses_since_log.append(loss)
                 self.callbacks.on_train_batch_end(step_in_epoch, {"loss": loss, "lr": self._lr()})
+                if self._ddp is not None and self.model.stop_training is not True:
+                    self.model.stop_training = _reduce_floats([float(bool(self.model.stop_training))], "max")[0] > 0
                 if st.global_step % self.logging_steps == 0:
                     self._log(grad_norm)
                 epoch_end = st.batch_in_epoch == self.num_batches
@@ -271,8 +290,9 @@ class Trainer:
         keep = f"; the newest checkpoint, {newest[-1]}, holds the last good state" if newest else ""
         msg = (f"Trainer: the loss became {loss} at step {step}; the model is no longer trustworthy and no "
                f"checkpoint will be written by this run{keep} (add TerminateOnNaN to stop at once)")
-        logger.warning("%s", msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        if is_main_process():
+            logger.warning("%s", msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _start(self, resume: bool | str | Path) -> None:
         """Reset to a fresh run (seeded), or restore everything from a checkpoint."""
@@ -336,13 +356,25 @@ class Trainer:
         self.resumed_from = path
 
     def _config(self) -> dict:
-        return {"batch_size": self.batch_size, "gradient_accumulation_steps": self.gradient_accumulation_steps,
-                "num_examples": len(self.train_dataset), "shuffle": self.shuffle, "drop_last": self.drop_last}
+        config = {"batch_size": self.batch_size, "gradient_accumulation_steps": self.gradient_accumulation_steps,
+                  "num_examples": len(self.train_dataset), "shuffle": self.shuffle, "drop_last": self.drop_last}
+        if self._ddp is not None:
+            config["world_size"] = get_world_size()
+        return config
+
+    def _shard(self, order: list) -> list:
+        """This rank's share of an epoch's order (all of it outside distributed training)."""
+        if self._ddp is None:
+            return order
+        return shard_indices(order, get_world_size(), get_rank())
 
     def save_checkpoint(self) -> Path:
-        """Write ``output_dir/checkpoint-<global_step>`` now (atomically), then apply ``save_total_limit``."""
+        """Write ``output_dir/checkpoint-<global_step>`` now (atomically), then apply ``save_total_limit``
+        (on rank 0 only in distributed training; the others return the path it writes)."""
         if self.output_dir is None:
             raise ValueError("Trainer.save_checkpoint: no output_dir was given")
+        if not is_main_process():
+            return self.output_dir / f"{ckpt.PREFIX}{self.state.global_step}"
         trainer_state = {"state": asdict(self.state), "config": self._config(), "rng_state": get_rng_state(),
                          "python_random_state": random.getstate()}
         path = ckpt.save_checkpoint(self.output_dir, self.state.global_step, self.model, self.optimizer,
@@ -357,10 +389,16 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         scale = 1.0 / len(window)
         total = 0.0
-        for batch in window:
-            loss = self.compute_loss(self.model, batch)
-            (loss * scale if len(window) > 1 else loss).backward()
+        if self._ddp is not None:
+            self._ddp._pre_forward()
+        for k, batch in enumerate(window):
+            local = self._ddp.no_sync() if self._ddp is not None and k < len(window) - 1 else nullcontext()
+            with local:
+                loss = self.compute_loss(self.model, batch)
+                (loss * scale if len(window) > 1 else loss).backward()
             total += float(loss.item())
+        if self._ddp is not None:
+            total = _reduce_floats([total], "avg")[0]
         grad_norm = None
         if self.max_grad_norm is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -395,7 +433,8 @@ class Trainer:
             entry["grad_norm"] = grad_norm
         st.losses_since_log = []
         st.log_history.append(entry)
-        logger.info("%s", entry)
+        if is_main_process():
+            logger.info("%s", entry)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -439,6 +478,17 @@ class Trainer:
     def _loader(self, dataset: Any, order: list, drop_last: bool | None = None) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, sampler=order, collate_fn=self.collate_fn,
                           drop_last=self.drop_last if drop_last is None else drop_last)
+
+
+def _maybe_ddp(model: Any) -> Any:
+    """The model's ``DistributedDataParallel`` wrapper when a group of several ranks is initialised (the model
+    itself if it is one; a new wrapper, which copies rank 0's weights to all ranks, otherwise), else None."""
+    from .. import distributed as dist
+    from ..nn.parallel import DistributedDataParallel
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return None
+    return model if isinstance(model, DistributedDataParallel) else DistributedDataParallel(model)
 
 
 def _as_dataset(data: Any, name: str) -> Any:
