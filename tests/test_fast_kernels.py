@@ -162,3 +162,20 @@ def test_fast_and_numpy_paths_agree_on_a_bert_layer(monkeypatch):
     assert len(results[0][1]) == len(results[1][1]) > 10
     for a, b in zip(results[0][1], results[1][1]):
         _close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_matches_torch(path, smoothing):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((40, 1000)) * 5).astype(np.float32)
+    x[3] *= 2000  # large logits: lse - x[t] must keep its digits
+    t = rng.integers(0, 1000, 40)
+    t[5] = -100  # ignored
+    a = nf.from_numpy(x.copy()).requires_grad_()
+    ta = torch.from_numpy(x).requires_grad_()
+    loss = F.cross_entropy(a, nf.from_numpy(t), label_smoothing=smoothing)
+    tloss = torch.nn.functional.cross_entropy(ta, torch.from_numpy(t), label_smoothing=smoothing)
+    loss.backward()
+    tloss.backward()
+    _close(loss.detach().numpy(), tloss.detach().numpy(), atol=1e-5, rtol=1e-5)
+    _close(a.grad.numpy(), ta.grad.numpy(), atol=1e-7, rtol=1e-4)

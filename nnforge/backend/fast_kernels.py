@@ -49,6 +49,14 @@ class FastKernels:
         return p
 
     @staticmethod
+    def softmax_with_stats(x2: np.ndarray) -> tuple:
+        """(softmax, row max, row sum of exp(x - max)) of an (R, C) array; the last two of shape (R,)."""
+        r = x2.shape[0]
+        p, m, s = np.empty_like(x2), np.empty(r, np.float32), np.empty(r, np.float32)
+        nk.softmax_stats_rows(x2, p, m, s)
+        return p, m, s
+
+    @staticmethod
     def softmax_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = np.empty_like(y)
         c = y.shape[-1]

@@ -165,6 +165,27 @@ def softmax_rows_serial_(p, masked_row_value):
 
 
 @numba.njit(**_JIT, parallel=True)
+def softmax_stats_rows(x, p, row_max, row_sum):
+    """p = softmax of each row of the (R, C) array x, with each row's max and sum of exp(x - max) (what
+    cross-entropy needs for log-sum-exp)."""
+    rows, cols = x.shape
+    for i in prange(rows):
+        m = x[i, 0]
+        for j in range(1, cols):
+            m = max(m, x[i, j])
+        z = _F(0.0)
+        for j in range(cols):
+            e = _exp(x[i, j] - m)
+            p[i, j] = e
+            z += e
+        inv = _ONE / z
+        for j in range(cols):
+            p[i, j] *= inv
+        row_max[i] = m
+        row_sum[i] = z
+
+
+@numba.njit(**_JIT, parallel=True)
 def softmax_grad_rows(g, y, out):
     """out = y * (g - sum(g * y)) row by row (the backward of softmax over the last axis)."""
     rows, cols = y.shape

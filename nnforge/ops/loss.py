@@ -64,15 +64,21 @@ class CrossEntropy(Function):
         c = x.shape[1]
         x2 = _rows(xp, x)
         r = x2.shape[0]
-        m = x2.max(axis=1, keepdims=True)
-        p = x2 - m
-        xp.exp(p, out=p)
-        s = xp.matmul(p, xp.ones((c, 1), dtype=p.dtype))  # row sums as one GEMV (faster than .sum(axis=1))
-        p /= s
-        # logsumexp = m + log(s); kept apart because lse - x[t] = (m - x[t]) + log(s) loses no digits for
-        # large logits (1e4 + 0.69 rounds to a multiple of 2**-10 in float32)
-        logs = xp.log(s, out=s)[:, 0]  # (R,)
-        m = m[:, 0]
+        # logsumexp = m + log(s) with m the row max and s = sum(exp(x - m)); kept apart because
+        # lse - x[t] = (m - x[t]) + log(s) loses no digits for large logits (1e4 + 0.69 rounds to a multiple
+        # of 2**-10 in float32)
+        kernels = self.backend.kernels_for(x2)
+        if kernels is not None:
+            p, m, s = kernels.softmax_with_stats(x2)
+            logs = xp.log(s, out=s)  # (R,)
+        else:
+            m = x2.max(axis=1, keepdims=True)
+            p = x2 - m
+            xp.exp(p, out=p)
+            s = xp.matmul(p, xp.ones((c, 1), dtype=p.dtype))  # row sums as one GEMV (faster than .sum(axis=1))
+            p /= s
+            logs = xp.log(s, out=s)[:, 0]  # (R,)
+            m = m[:, 0]
         eps = smoothing
         if soft:
             q = _rows(xp, target).astype(x.dtype, copy=False)
