@@ -93,7 +93,11 @@ def _run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph:
             owned.add(id(g))
             leaf.grad = Tensor._make(g, leaf._device)
         else:
-            leaf.grad.data = leaf.grad.data + g
+            acc = leaf.grad.data
+            if leaf._backend.is_owned(acc) and acc.shape == g.shape and acc.dtype == g.dtype:
+                acc += g  # in place, as torch accumulates: no new array the size of the parameter
+            else:
+                leaf.grad.data = acc + g
 
     pending: dict = {}
     start: list = []
