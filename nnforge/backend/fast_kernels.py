@@ -49,6 +49,20 @@ class FastKernels:
         return p
 
     @staticmethod
+    def masked_softmax_serial_(p: np.ndarray, mask: np.ndarray) -> bool:
+        """Attention's ``p += mask`` and softmax over the last axis in one pass, on the calling thread, when
+        the mask is a contiguous block that repeats along ``p``'s rows (its shape, leading 1s dropped, is a
+        suffix of ``p``'s); returns False (nothing done) otherwise."""
+        shape = mask.shape
+        while len(shape) > 1 and shape[0] == 1:
+            shape = shape[1:]
+        if mask.dtype != np.float32 or not mask.flags.c_contiguous or p.shape[len(p.shape) - len(shape):] != shape:
+            return False
+        c = p.shape[-1]
+        nk.masked_softmax_rows_serial_(p.reshape(-1, c), mask.reshape(-1, c))
+        return True
+
+    @staticmethod
     def softmax_with_stats(x2: np.ndarray) -> tuple:
         """(softmax, row max, row sum of exp(x - max)) of an (R, C) array; the last two of shape (R,)."""
         r = x2.shape[0]

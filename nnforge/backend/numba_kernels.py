@@ -157,6 +157,20 @@ def softmax_rows_(p, masked_row_value):
 
 
 @numba.njit(**_JIT)
+def masked_softmax_rows_serial_(p, mask):
+    """Attention's softmax on the calling thread: row r of the (R, C) scores ``p`` gets row ``r % M`` of the
+    additive (M, C) ``mask`` added, then softmax in place; rows with every key masked become 0."""
+    rows, cols = p.shape
+    period = mask.shape[0]
+    for i in range(rows):
+        row = p[i]
+        mrow = mask[i % period]
+        for j in range(cols):
+            row[j] += mrow[j]
+        _softmax_row_(row, _F(0.0))
+
+
+@numba.njit(**_JIT)
 def softmax_rows_serial_(p, masked_row_value):
     """``softmax_rows_`` on the calling thread only, for callers that already split work across threads
     (numba's default thread pool must not be entered from several threads at once)."""

@@ -70,21 +70,26 @@ class NumpyBackend:
     #: threads for ``parallel_for`` (the cores this process may run on)
     num_threads: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    def parallel_for(self, n: int, fn: Callable[[slice], None]) -> None:
-        """Call ``fn(slice)`` over ``range(n)`` split in one contiguous chunk per core, concurrently, with BLAS
-        pinned to one thread meanwhile: for batches of small GEMMs (attention), where one thread per batch
-        chunk beats BLAS threading inside each tiny GEMM (and degrades far less on a busy machine).
+    def parallel_for(self, n: int, fn: Callable[[slice], None], grain: int = 1) -> None:
+        """Call ``fn(slice)`` over ``range(n)`` in slices of ``grain`` items, one contiguous share of them per
+        core, concurrently, with BLAS pinned to one thread meanwhile: for batches of small GEMMs (attention),
+        where one thread per share beats BLAS threading inside each tiny GEMM (and degrades far less on a
+        busy machine), and a small ``grain`` keeps each slice's temporaries in that core's cache.
         ``fn`` must release the GIL to gain (NumPy's matmul and the compiled kernels do); its exceptions
         propagate."""
+        def share(start: int, stop: int) -> None:
+            for i in range(start, stop, grain):
+                fn(slice(i, min(i + grain, stop)))
+
         k = min(self.num_threads, n)
         if k <= 1:
-            fn(slice(0, n))
+            share(0, n)
             return
         bounds = [n * i // k for i in range(k + 1)]
         with self.blas_threads(1):
-            futures = [_thread_pool(k - 1).submit(fn, slice(bounds[i], bounds[i + 1])) for i in range(1, k)]
+            futures = [_thread_pool(k - 1).submit(share, bounds[i], bounds[i + 1]) for i in range(1, k)]
             try:
-                fn(slice(bounds[0], bounds[1]))
+                share(bounds[0], bounds[1])
             finally:
                 for f in futures:
                     f.result()

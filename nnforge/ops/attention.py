@@ -39,7 +39,9 @@ class ScaledDotProductAttention(Function):
     def _attend(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float) -> Any:
         xp = self.backend.xp
         self.mask_shape = None if mask is None else mask.shape
-        q = q * scale  # scaling q (L x E) is cheaper than the scores (L x S), and makes dk need no rescale
+        # scaling q (L x E) is cheaper than the scores (L x S), and makes dk need no rescale; C order (``q * scale``
+        # would keep a strided view's memory order)
+        q = xp.multiply(q, q.dtype.type(scale), out=xp.empty(q.shape, dtype=q.dtype))
         qk_batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2])
         batch = xp.broadcast_shapes(qk_batch, v.shape[:-2], () if mask is None else mask.shape[:-2])
         n0 = batch[0] if batch else 1
@@ -57,12 +59,14 @@ class ScaledDotProductAttention(Function):
                 keep = self._dropout_mask(p, dropout_p)
 
             def run(sl: slice) -> None:
-                ps = xp.matmul(q[sl], k[sl].swapaxes(-1, -2), out=p[sl])
+                # k, v may be strided views (of a packed qkv): a contiguous copy of one slice is cheap and
+                # makes both GEMMs faster
+                ps = xp.matmul(q[sl], xp.ascontiguousarray(k[sl]).swapaxes(-1, -2), out=p[sl])
                 self._softmax_(ps, None if mask is None else mask[sl] if slice_mask else mask, kernels, True)
                 pd = ps if keep is None else self._dropped(ps, keep[sl])
-                xp.matmul(pd, v[sl], out=out[sl])
+                xp.matmul(pd, xp.ascontiguousarray(v[sl]), out=out[sl])
 
-            self.backend.parallel_for(n0, run)
+            self.backend.parallel_for(n0, run)  # one batch item at a time: its scores stay in cache
         else:
             p = xp.matmul(q, k.swapaxes(-1, -2))  # (..., L, S) scores, owned: everything below is in place
             if mask is not None and p.shape != batch + p.shape[-2:]:
@@ -91,11 +95,15 @@ class ScaledDotProductAttention(Function):
         """Scores -> probabilities in place: add the mask, then softmax over the keys; a row with every key
         masked becomes 0 (not NaN)."""
         xp = self.backend.xp
-        if mask is not None:
-            p += mask
         if kernels is not None:
+            if serial and mask is not None and kernels.masked_softmax_serial_(p, mask):
+                return
+            if mask is not None:
+                p += mask
             kernels.softmax_(p, masked_rows_zero=True, serial=serial)
             return
+        if mask is not None:
+            p += mask
         m = p.max(axis=-1, keepdims=True)
         if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
             xp.copyto(m, 0, where=xp.isneginf(m))
@@ -135,6 +143,8 @@ class ScaledDotProductAttention(Function):
         equals the chunk's input shape are written into ``out``."""
         xp = self.backend.xp
         q, k, v, p, keep, o = (None if a is None else a[sl] for a in self.saved)
+        if sl is not Ellipsis:  # one batch item: see _attend
+            k, v = xp.ascontiguousarray(k), xp.ascontiguousarray(v)
         g = g[sl]
         pshape = p.shape[:-2]
 
