@@ -17,6 +17,34 @@ import nnforge as nf
 SHAPES = [(30522, 384)] + [(384, 384)] * 24 + [(1536, 384), (384, 1536)] * 6 + [(384,)] * 40 + [(1536,)] * 6
 
 
+def _data(shapes: list) -> tuple[list, list]:
+    rng = np.random.default_rng(0)
+    return ([rng.standard_normal(s, dtype=np.float32) for s in shapes],
+            [rng.standard_normal(s, dtype=np.float32) for s in shapes])
+
+
+def nf_step(arrays: list, grads: list):
+    """nnforge AdamW.step over parameters holding ``arrays`` with gradients ``grads``."""
+    params = [nf.nn.Parameter(nf.tensor(a)) for a in arrays]
+    for p, g in zip(params, grads):
+        p.grad = nf.tensor(g)
+    return nf.optim.AdamW(params, lr=1e-3).step
+
+
+def torch_step(arrays: list, grads: list, foreach: bool | None = None):
+    """torch AdamW.step over the same parameters and gradients (``foreach=None``: torch's default)."""
+    params = [torch.nn.Parameter(torch.tensor(a)) for a in arrays]
+    for p, g in zip(params, grads):
+        p.grad = torch.tensor(g)
+    return torch.optim.AdamW(params, lr=1e-3, foreach=foreach).step
+
+
+def adamw_case(shapes: list = SHAPES) -> tuple:
+    """(nnforge step, torch default step) over parameters of ``shapes`` with random gradients."""
+    arrays, grads = _data(shapes)
+    return nf_step(arrays, grads), torch_step(arrays, grads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
@@ -24,21 +52,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES]
-    grads = [rng.standard_normal(s, dtype=np.float32) for s in SHAPES]
+    arrays, grads = _data(SHAPES)
     print(f"{sum(a.size for a in arrays) / 1e6:.1f}M parameters in {len(SHAPES)} tensors, "
           f"torch threads={torch.get_num_threads()}")
-
-    nf_params = [nf.nn.Parameter(nf.tensor(a)) for a in arrays]
-    for p, g in zip(nf_params, grads):
-        p.grad = nf.tensor(g)
-    runners = {"nnforge": nf.optim.AdamW(nf_params, lr=1e-3).step}
+    runners = {"nnforge": nf_step(arrays, grads)}
     for name, foreach in (("torch foreach=False", False), ("torch default", None)):
-        tp = [torch.nn.Parameter(torch.tensor(a)) for a in arrays]
-        for p, g in zip(tp, grads):
-            p.grad = torch.tensor(g)
-        runners[name] = torch.optim.AdamW(tp, lr=1e-3, foreach=foreach).step
+        runners[name] = torch_step(arrays, grads, foreach)
 
     times: dict = {k: [] for k in runners}
     for fn in runners.values():  # warm up: allocates the state
@@ -51,9 +70,9 @@ def main() -> None:
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     for k, v in med.items():
         print(f"{k:22s} {v:8.1f} ms")
-    for k in med:
+    for k, v in med.items():
         if k != "nnforge":
-            print(f"ratio nnforge / {k}: {med['nnforge'] / med[k]:.2f}")
+            print(f"ratio nnforge / {k}: {med['nnforge'] / v:.2f}")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ from nnforge.io.fetch_gguf import fetch_smollm2_gguf
 from nnforge.models.llama import LlamaForCausalLM
 
 try:
-    from benchmarks.common import machine
+    from benchmarks.common import machine, set_threads
 except ImportError:  # run as a script from benchmarks/
-    from common import machine
+    from common import machine, set_threads
 
 _LOAD_PROBE = """
 import json, sys, time, tracemalloc
@@ -75,6 +75,47 @@ def hf_model(ours: LlamaForCausalLM, path, from_gguf: bool):
     return hf
 
 
+def models(from_gguf: bool = False) -> tuple:
+    """(nnforge model, transformers model) with the same SmolLM2 weights; EOS disabled for transformers."""
+    path = fetch_smollm2_gguf()
+    ours = LlamaForCausalLM.from_pretrained(path)
+    hf = hf_model(ours, path, from_gguf)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 2
+    return ours, hf
+
+
+def prefill_case(ours: LlamaForCausalLM, hf, length: int) -> tuple:
+    """(nnforge, transformers) closures: one forward pass over a random ``length``-token prompt that fills the
+    KV cache and returns the last position's logits."""
+    prompt = np.random.default_rng(0).integers(3, ours.config.vocab_size, (1, length))
+
+    def nf_prefill():
+        with nf.no_grad():
+            return ours(nf.tensor(prompt), use_cache=True, logits_to_keep=1).logits
+
+    def hf_prefill():
+        with torch.no_grad():
+            return hf(torch.tensor(prompt), use_cache=True, logits_to_keep=1).logits
+
+    return nf_prefill, hf_prefill
+
+
+def generate_case(ours: LlamaForCausalLM, hf, new: int, length: int = 16) -> tuple:
+    """(nnforge, transformers) closures: greedy ``generate`` of ``new`` tokens (KV cache, no EOS) after a random
+    ``length``-token prompt."""
+    short = np.random.default_rng(1).integers(3, ours.config.vocab_size, (1, length))
+
+    def nf_generate():
+        return ours.generate(nf.tensor(short), max_new_tokens=new, eos_token_id=-1)
+
+    def hf_generate():
+        with torch.no_grad():
+            return hf.generate(torch.tensor(short), max_new_tokens=new, do_sample=False)
+
+    return nf_generate, hf_generate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompt", type=int, default=128, help="prompt length for prompt processing")
@@ -85,40 +126,16 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile nnforge's generation instead")
     args = ap.parse_args()
 
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads, user_api="blas")
-    path = fetch_smollm2_gguf()
-    ours = LlamaForCausalLM.from_pretrained(path)
-    rng = np.random.default_rng(0)
-    prompt = rng.integers(3, ours.config.vocab_size, (1, args.prompt))
-    short = rng.integers(3, ours.config.vocab_size, (1, 16))
-
-    def nf_prefill():
-        with nf.no_grad():
-            return ours(nf.tensor(prompt), use_cache=True, logits_to_keep=1).logits
-
-    def nf_generate():
-        return ours.generate(nf.tensor(short), max_new_tokens=args.new, eos_token_id=-1)
+    set_threads(args.threads)
+    ours, hf = models(args.hf_gguf)
+    nf_prefill, hf_prefill = prefill_case(ours, hf, args.prompt)
+    nf_generate, hf_generate = generate_case(ours, hf, args.new)
 
     if args.profile:
         nf_generate()
         cProfile.runctx("nf_generate()", globals(), locals(), "/tmp/nnforge_generation.prof")
         pstats.Stats("/tmp/nnforge_generation.prof").sort_stats("tottime").print_stats(25)
         return
-
-    hf = hf_model(ours, path, args.hf_gguf)
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 2
-
-    def hf_prefill():
-        with torch.no_grad():
-            return hf(torch.tensor(prompt), use_cache=True, logits_to_keep=1).logits
-
-    def hf_generate():
-        with torch.no_grad():
-            return hf.generate(torch.tensor(short), max_new_tokens=args.new, do_sample=False)
 
     with torch.no_grad():
         diff = float(np.abs(nf_prefill().numpy()[:, -1] - hf_prefill().numpy()[:, -1]).max())
@@ -132,7 +149,7 @@ def main() -> None:
                 fn()
                 bucket.append(time.perf_counter() - t)
 
-    mem = load_memory(path)
+    mem = load_memory(fetch_smollm2_gguf())
     print(f"{machine()}; {args.threads} BLAS/intra-op thread(s); medians of {args.repeats} alternated runs")
     print(f"last-position logits max abs diff nnforge vs transformers: {diff:.3g}; greedy tokens identical: {same}")
     print("| workload | nnforge tok/s | transformers tok/s | ratio nf/hf |")

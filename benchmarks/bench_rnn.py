@@ -1,7 +1,7 @@
 """LSTM sentence-classifier training step (embedding -> LSTM -> last hidden state -> Linear -> cross-entropy
 -> Adam step): nnforge vs PyTorch CPU, same weights and batches, alternating repeats.
 
-Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats, ``--threads N``; needs threadpoolctl).
+Run: ``python benchmarks/bench_rnn.py`` (``--quick`` for fewer repeats, ``--threads N`` for both frameworks).
 Ratios below 1 mean nnforge is faster.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _models(lib, vocab: int, emb: int, hidden: int, classes: int, kind: str, bid
 
 
 def training_step(kind: str = "LSTM", batch: int = 64, length: int = 64, hidden: int = 256, emb: int = 128,
-                  vocab: int = 10_000, classes: int = 2, bidirectional: bool = False, number: int = 3,
-                  repeats: int = 5) -> tuple:
+                  vocab: int = 10_000, classes: int = 2, bidirectional: bool = False) -> tuple:
+    """(nnforge step, torch step) closures: one training step each, same weights and batch."""
     torch.manual_seed(0)
     tm = _models(torch, vocab, emb, hidden, classes, kind, bidirectional)
     m = _models(nf, vocab, emb, hidden, classes, kind, bidirectional)
@@ -61,7 +61,7 @@ def training_step(kind: str = "LSTM", batch: int = 64, length: int = 64, hidden:
         loss.backward()
         topt.step()
 
-    return compare(nf_step, torch_step, number=number, repeats=repeats, warmup=1)
+    return nf_step, torch_step
 
 
 def main() -> None:
@@ -69,15 +69,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="BLAS / intra-op threads for both (default: all cores)")
     args = ap.parse_args()
-    threads = set_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(threads, user_api="blas")  # nnforge's BLAS gets the same thread count as torch
+    threads = set_threads(args.threads)  # torch and nnforge's BLAS alike
     number, repeats = (1, 3) if args.quick else (3, 5)
     print(f"# {machine()}, {threads} threads")
     rows = []
     for kind, bidir in [("LSTM", False), ("GRU", False), ("LSTM", True)]:
         name = f"{kind}{' bidirectional' if bidir else ''} train step B64 L64 H256 E128"
-        a, b = training_step(kind, bidirectional=bidir, number=number, repeats=repeats)
+        a, b = compare(*training_step(kind, bidirectional=bidir), number=number, repeats=repeats, warmup=1)
         rows.append((name, a, b))
     print_table("Recurrent classifier training step (median)", rows, unit="ms", scale=1e3)
 

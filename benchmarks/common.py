@@ -6,16 +6,35 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use the same number of BLAS/intra-op threads for both frameworks (all cores by default)."""
+    """Use the same number of threads for both frameworks (all cores by default): torch's intra-op pool and,
+    through threadpoolctl when installed, the BLAS under NumPy (nnforge's matmuls)."""
     import torch
 
     n = n or os.cpu_count() or 1
     torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return n
+    threadpool_limits(n, user_api="blas")
     return n
+
+
+def gemm_peak_gflops(n: int = 2048, tries: int = 5) -> float:
+    """The machine's float32 GEMM peak as NumPy's BLAS reaches it with the current thread limit: the best of
+    ``tries`` (n x n) @ (n x n) products, 2 n^3 flops each, in GFLOP/s."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)  # warm-up: BLAS threads and pages
+    best = min(time_call(lambda: np.matmul(a, b, out=out), 1) for _ in range(tries))
+    return 2 * n ** 3 / best / 1e9
 
 
 def time_call(fn: Callable[[], object], number: int) -> float:
