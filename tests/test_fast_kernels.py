@@ -179,3 +179,24 @@ def test_cross_entropy_matches_torch(path, smoothing):
     tloss.backward()
     _close(loss.detach().numpy(), tloss.detach().numpy(), atol=1e-5, rtol=1e-5)
     _close(a.grad.numpy(), ta.grad.numpy(), atol=1e-7, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,kw", [("AdamW", dict(weight_decay=0.01)), ("Adam", dict(weight_decay=0.1)),
+                                     ("Adam", dict(maximize=True))])
+def test_adam_steps_match_torch(path, name, kw):
+    rng = np.random.default_rng(8)
+    shapes = [(300, 200), (7,)]  # one above the threshold for threads, one below
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    ps = [nf.nn.Parameter(nf.from_numpy(a.copy())) for a in init]
+    tps = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in init]
+    opt = getattr(nf.optim, name)(ps, lr=1e-2, **kw)
+    topt = getattr(torch.optim, name)(tps, lr=1e-2, **kw)
+    for step in range(5):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        for p, tp, gr in zip(ps, tps, grads):
+            p.grad = nf.from_numpy(gr.copy())
+            tp.grad = torch.from_numpy(gr.copy())
+        opt.step()
+        topt.step()
+    for p, tp in zip(ps, tps):
+        _close(p.detach().numpy(), tp.detach().numpy(), atol=1e-6, rtol=1e-5)

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import numba_kernels as nk
 
+_PARALLEL_MIN = 1 << 15  # elements: below this, starting the thread pool costs more than it saves
+
 
 class FastKernels:
     """Compiled kernels for C-contiguous float32 arrays."""
@@ -97,3 +99,12 @@ class FastKernels:
         gx = np.empty_like(xhat) if need_x else np.empty((0, d), np.float32)
         nk.layer_norm_grad(np.ascontiguousarray(g2), xhat, rstd.reshape(-1), w, gx, partial_w, partial_b, need_x)
         return (gx if need_x else None), partial_w.sum(axis=0), partial_b.sum(axis=0)
+
+    @staticmethod
+    def adam_step(x: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, beta1: float, beta2: float,
+                  step_size: float, bc2_sqrt: float, eps: float, decay: float, l2: float, maximize: bool) -> None:
+        """Adam/AdamW update of ``x``, ``m``, ``v`` in place, one pass over memory (threads for large arrays)."""
+        kernel = nk.adam_step if x.size >= _PARALLEL_MIN else nk.adam_step_serial
+        f = np.float32
+        kernel(x.reshape(-1), np.ascontiguousarray(g, np.float32).reshape(-1), m.reshape(-1), v.reshape(-1),
+               f(beta1), f(beta2), f(step_size), f(bc2_sqrt), f(eps), f(decay), f(l2), f(-1.0 if maximize else 1.0))

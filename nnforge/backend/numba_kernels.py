@@ -264,5 +264,30 @@ def layer_norm_grad(g, xhat, rstd, w, gx, partial_w, partial_b, need_x):
                     gx[i, j] = r * (g[i, j] * w[j] - s1 - xhat[i, j] * s2)
 
 
+@numba.njit(**_JIT, inline="always")
+def _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
+    gi = sign * g[i] + l2 * x[i]
+    mi = m[i] + (gi - m[i]) * (_ONE - beta1)
+    vi = beta2 * v[i] + (_ONE - beta2) * gi * gi
+    m[i] = mi
+    v[i] = vi
+    x[i] = x[i] * decay - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+
+
+@numba.njit(**_JIT, parallel=True)
+def adam_step(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
+    """One Adam/AdamW update of flat float32 arrays in place (torch.optim.Adam's formula: ``sign`` -1 for
+    maximize, ``l2`` the L2 penalty of Adam, ``decay`` = 1 - lr * weight_decay of AdamW)."""
+    for i in prange(x.size):
+        _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign)
+
+
+@numba.njit(**_JIT)
+def adam_step_serial(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
+    """``adam_step`` on the calling thread, for small parameters (starting threads costs more)."""
+    for i in range(x.size):
+        _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign)
+
+
 def threads() -> int:
     return numba.get_num_threads()

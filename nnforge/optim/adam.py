@@ -53,6 +53,12 @@ class Adam(Optimizer):
         decay = 1.0 - lr * wd if self.decoupled_weight_decay else 1.0
         l2 = 0.0 if self.decoupled_weight_decay else wd
 
+        kernels = None if group["amsgrad"] else p._backend.kernels_for(p.data, state["exp_avg"], state["exp_avg_sq"])
+        if kernels is not None and g.dtype == p.data.dtype:
+            kernels.adam_step(p.data, g, state["exp_avg"], state["exp_avg_sq"], beta1, beta2, step_size,
+                              bias_correction2_sqrt, eps, decay, l2, maximize)
+            return
+
         def kernel(x, g, m, v, *rest):
             *vmax, t1, t2 = rest
             g = grad_for_update(xp, x, g, l2, maximize, t2)
