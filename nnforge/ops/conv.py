@@ -57,7 +57,11 @@ class Conv(Function):
             win = xp.lib.stride_tricks.as_strided(
                 xh, (N, Ho, Wo, G, kh, kw, Cg), (s0, s1 * sh, s2 * sw, s3 * Cg, s1 * dh, s2 * dw, s3),
                 writeable=False)
-            cols = win.reshape(M, G, K)  # the im2col copy
+            # the im2col copy, split over the batch across cores (a strided copy runs on one core otherwise)
+            cols = xp.empty((N, Ho, Wo, G, kh, kw, Cg), dtype=x.dtype)
+            self.backend.parallel_for(N, lambda sl: xp.copyto(cols[sl], win[sl]),
+                                      grain=max(1, N // (4 * self.backend.num_threads)))
+            cols = cols.reshape(M, G, K)
             wm = w.reshape(G, Og, Cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(G, K, Og)  # (G, kh*kw*Cg, Og)
             if G == 1:
                 out = xp.matmul(cols.reshape(M, K), wm[0])
