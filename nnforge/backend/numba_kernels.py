@@ -1,8 +1,11 @@
-"""float32 kernels compiled by numba (optional accelerator): one pass over memory, all cores, SIMD.
+"""float32 kernels compiled by numba (optional accelerator): one pass over memory, SIMD.
 
 NumPy evaluates a formula one operation at a time, each a full pass over memory on one thread; these loops
-fuse the whole formula per element and run ``prange`` over the cores. LLVM vectorises a loop only when
-it calls no library function, so exp and erf are written out here in float32:
+fuse the whole formula per element. Each kernel runs on the calling thread over the part of the arrays it
+is given; ``fast_kernels`` splits large arrays across the backend's own thread pool (``parallel_for``)
+rather than numba's OpenMP threads, whose spin-waiting after each loop took the cores from the BLAS GEMM
+that came next (MiniLM's GEMMs measured 25% slower). LLVM vectorises a loop only when it calls no library
+function, so exp and erf are written out here in float32:
 
 - ``_exp``: Cody-Waite range reduction ``x = n ln2 + r`` (|r| <= ln2/2), Taylor polynomial of degree 7
   for e^r (truncation < 6e-9), and 2^n built from its IEEE bits; inputs below -87.3 give 0 (so exp(-inf)
@@ -20,7 +23,7 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import float32, int32, prange
+from numba import float32, int32
 from numba.extending import intrinsic
 
 # fastmath without "nnan"/"ninf": the kernels must keep NaN and -inf semantics (masked softmax rows)
@@ -90,40 +93,40 @@ def _one_plus_tanh(u):
     return _TWO / (_ONE + _exp(-_TWO * u))
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def exp(x, out):
-    for i in prange(x.size):
+    for i in range(x.size):
         out[i] = _exp(x[i])
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def erf(x, out):
-    for i in prange(x.size):
+    for i in range(x.size):
         out[i] = _erf(x[i])
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def gelu(x, out, tanh_approx):
     if tanh_approx:
-        for i in prange(x.size):
+        for i in range(x.size):
             v = x[i]
             out[i] = _HALF * v * _one_plus_tanh(_SQRT_2_OVER_PI * (v + _F(0.044715) * v * v * v))
     else:
-        for i in prange(x.size):
+        for i in range(x.size):
             v = x[i]
             out[i] = _HALF * v * (_ONE + _erf(v * _INV_SQRT2))
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def gelu_grad(g, x, out, tanh_approx):
     if tanh_approx:
-        for i in prange(x.size):
+        for i in range(x.size):
             v = x[i]
             s = _HALF * _one_plus_tanh(_SQRT_2_OVER_PI * (v + _F(0.044715) * v * v * v))  # (1 + tanh) / 2
             du = _SQRT_2_OVER_PI * (_ONE + _F(3 * 0.044715) * v * v)
             out[i] = g[i] * (s + _TWO * v * s * (_ONE - s) * du)  # 1 - tanh^2 = 4 s (1 - s)
     else:
-        for i in prange(x.size):
+        for i in range(x.size):
             v = x[i]
             cdf = _HALF * (_ONE + _erf(v * _INV_SQRT2))
             out[i] = g[i] * (cdf + v * _INV_SQRT_2PI * _exp(-_HALF * v * v))
@@ -148,17 +151,17 @@ def _softmax_row_(row, masked_row_value):
         row[j] *= inv
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def softmax_rows_(p, masked_row_value):
     """Softmax of each row of the (R, C) array ``p`` in place; a row whose entries are all -inf becomes
     ``masked_row_value`` (0 for attention, NaN for torch.softmax)."""
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         _softmax_row_(p[i], masked_row_value)
 
 
 @numba.njit(**_JIT)
-def masked_softmax_rows_serial_(p, mask):
-    """Attention's softmax on the calling thread: row r of the (R, C) scores ``p`` gets row ``r % M`` of the
+def masked_softmax_rows_(p, mask):
+    """Attention's softmax: row r of the (R, C) scores ``p`` gets row ``r % M`` of the
     additive (M, C) ``mask`` added, then softmax in place; rows with every key masked become 0."""
     rows, cols = p.shape
     period = mask.shape[0]
@@ -171,19 +174,11 @@ def masked_softmax_rows_serial_(p, mask):
 
 
 @numba.njit(**_JIT)
-def softmax_rows_serial_(p, masked_row_value):
-    """``softmax_rows_`` on the calling thread only, for callers that already split work across threads
-    (numba's default thread pool must not be entered from several threads at once)."""
-    for i in range(p.shape[0]):
-        _softmax_row_(p[i], masked_row_value)
-
-
-@numba.njit(**_JIT, parallel=True)
 def softmax_stats_rows(x, p, row_max, row_sum):
     """p = softmax of each row of the (R, C) array x, with each row's max and sum of exp(x - max) (what
     cross-entropy needs for log-sum-exp)."""
     rows, cols = x.shape
-    for i in prange(rows):
+    for i in range(rows):
         m = x[i, 0]
         for j in range(1, cols):
             m = max(m, x[i, j])
@@ -199,11 +194,11 @@ def softmax_stats_rows(x, p, row_max, row_sum):
         row_sum[i] = z
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def softmax_grad_rows(g, y, out):
     """out = y * (g - sum(g * y)) row by row (the backward of softmax over the last axis)."""
     rows, cols = y.shape
-    for i in prange(rows):
+    for i in range(rows):
         s = _F(0.0)
         for j in range(cols):
             s += g[i, j] * y[i, j]
@@ -211,14 +206,14 @@ def softmax_grad_rows(g, y, out):
             out[i, j] = y[i, j] * (g[i, j] - s)
 
 
-@numba.njit(**_JIT, parallel=True)
+@numba.njit(**_JIT)
 def layer_norm(x, w, b, eps, out, xhat, rstd):
     """Row-wise (x - mean) / sqrt(var + eps) * w + b for an (R, D) x; w, b of length D (ones/zeros when the
     layer has none). Two passes over each row (mean, then variance of the centred row) keep float32 exact
     enough for rows with a large mean."""
     rows, d = x.shape
     inv_d = _F(1.0 / d)
-    for i in prange(rows):
+    for i in range(rows):
         mean = _F(0.0)
         for j in range(d):
             mean += x[i, j]
@@ -236,58 +231,38 @@ def layer_norm(x, w, b, eps, out, xhat, rstd):
             out[i, j] = h * w[j] + b[j]
 
 
-@numba.njit(**_JIT, parallel=True)
-def layer_norm_grad(g, xhat, rstd, w, gx, partial_w, partial_b, need_x):
-    """gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)) with gh = g * w, and per-chunk partial sums of
-    g * xhat and g (rows split in ``partial_w.shape[0]`` chunks, one per thread; the caller adds them)."""
+@numba.njit(**_JIT)
+def layer_norm_grad(g, xhat, rstd, w, gx, sum_w, sum_b, need_x):
+    """gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)) with gh = g * w for the rows given, and adds these
+    rows' sums of g * xhat and g into ``sum_w``, ``sum_b`` (the weight and bias gradients)."""
     rows, d = g.shape
-    chunks = partial_w.shape[0]
-    step = (rows + chunks - 1) // chunks
     inv_d = _F(1.0 / d)
-    for c in prange(chunks):
-        pw, pb = partial_w[c], partial_b[c]
-        for i in range(c * step, min(rows, (c + 1) * step)):
-            s1 = _F(0.0)
-            s2 = _F(0.0)
+    for i in range(rows):
+        s1 = _F(0.0)
+        s2 = _F(0.0)
+        for j in range(d):
+            gij = g[i, j]
+            sum_w[j] += gij * xhat[i, j]
+            sum_b[j] += gij
+            gh = gij * w[j]
+            s1 += gh
+            s2 += gh * xhat[i, j]
+        if need_x:
+            s1 *= inv_d
+            s2 *= inv_d
+            r = rstd[i]
             for j in range(d):
-                gij = g[i, j]
-                pw[j] += gij * xhat[i, j]
-                pb[j] += gij
-                gh = gij * w[j]
-                s1 += gh
-                s2 += gh * xhat[i, j]
-            if need_x:
-                s1 *= inv_d
-                s2 *= inv_d
-                r = rstd[i]
-                for j in range(d):
-                    gx[i, j] = r * (g[i, j] * w[j] - s1 - xhat[i, j] * s2)
-
-
-@numba.njit(**_JIT, inline="always")
-def _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
-    gi = sign * g[i] + l2 * x[i]
-    mi = m[i] + (gi - m[i]) * (_ONE - beta1)
-    vi = beta2 * v[i] + (_ONE - beta2) * gi * gi
-    m[i] = mi
-    v[i] = vi
-    x[i] = x[i] * decay - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
-
-
-@numba.njit(**_JIT, parallel=True)
-def adam_step(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
-    """One Adam/AdamW update of flat float32 arrays in place (torch.optim.Adam's formula: ``sign`` -1 for
-    maximize, ``l2`` the L2 penalty of Adam, ``decay`` = 1 - lr * weight_decay of AdamW)."""
-    for i in prange(x.size):
-        _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign)
+                gx[i, j] = r * (g[i, j] * w[j] - s1 - xhat[i, j] * s2)
 
 
 @numba.njit(**_JIT)
-def adam_step_serial(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
-    """``adam_step`` on the calling thread, for small parameters (starting threads costs more)."""
+def adam_step(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign):
+    """One Adam/AdamW update of flat float32 arrays in place (torch.optim.Adam's formula: ``sign`` -1 for
+    maximize, ``l2`` the L2 penalty of Adam, ``decay`` = 1 - lr * weight_decay of AdamW)."""
     for i in range(x.size):
-        _adam_at(i, x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sign)
-
-
-def threads() -> int:
-    return numba.get_num_threads()
+        gi = sign * g[i] + l2 * x[i]
+        mi = m[i] + (gi - m[i]) * (_ONE - beta1)
+        vi = beta2 * v[i] + (_ONE - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        x[i] = x[i] * decay - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -56,7 +57,7 @@ class NumpyBackend:
         for a in arrays:
             if a is not None and (a.dtype != np.float32 or not a.flags.c_contiguous):
                 return None
-        return _fast_kernels()
+        return _fast_kernels(self)
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
         """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""
@@ -70,23 +71,24 @@ class NumpyBackend:
     #: threads for ``parallel_for`` (the cores this process may run on)
     num_threads: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    def parallel_for(self, n: int, fn: Callable[[slice], None], grain: int = 1) -> None:
+    def parallel_for(self, n: int, fn: Callable[[slice], None], grain: int = 1, pin_blas: bool = True) -> None:
         """Call ``fn(slice)`` over ``range(n)`` in slices of ``grain`` items, one contiguous share of them per
         core, concurrently, with BLAS pinned to one thread meanwhile: for batches of small GEMMs (attention),
         where one thread per share beats BLAS threading inside each tiny GEMM (and degrades far less on a
         busy machine), and a small ``grain`` keeps each slice's temporaries in that core's cache.
         ``fn`` must release the GIL to gain (NumPy's matmul and the compiled kernels do); its exceptions
-        propagate."""
+        propagate; a nested call runs serially. ``pin_blas=False`` for work that makes no BLAS calls (saves
+        the two thread-count changes)."""
         def share(start: int, stop: int) -> None:
             for i in range(start, stop, grain):
                 fn(slice(i, min(i + grain, stop)))
 
         k = min(self.num_threads, n)
-        if k <= 1:
+        if k <= 1 or threading.current_thread().name.startswith(_POOL_PREFIX):  # nested: no thread to spare
             share(0, n)
             return
         bounds = [n * i // k for i in range(k + 1)]
-        with self.blas_threads(1):
+        with self.blas_threads(1) if pin_blas else contextlib.nullcontext():
             futures = [_thread_pool(k - 1).submit(share, bounds[i], bounds[i + 1]) for i in range(1, k)]
             try:
                 share(bounds[0], bounds[1])
@@ -105,19 +107,22 @@ class NumpyBackend:
         return np.random.Generator(np.random.PCG64(seed))
 
 
+_POOL_PREFIX = "nnforge-pool"
+
+
 @functools.cache
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnforge")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_POOL_PREFIX)
 
 
 @functools.cache
-def _fast_kernels() -> Any:
+def _fast_kernels(backend: Any) -> Any:
     """FastKernels (compiled with numba on first use, cached on disk), or None without numba."""
     try:
         from .fast_kernels import FastKernels
     except ImportError:
         return None
-    return FastKernels()
+    return FastKernels(backend)
 
 
 @functools.cache
