@@ -200,3 +200,11 @@ def test_adam_steps_match_torch(path, name, kw):
         topt.step()
     for p, tp in zip(ps, tps):
         _close(p.detach().numpy(), tp.detach().numpy(), atol=1e-6, rtol=1e-5)
+
+
+def test_cube_kernel_equals_numpy_bit_for_bit(monkeypatch):
+    """x ** 3 on a large float32 array takes the one-pass kernel; its result must be NumPy's a * a * a."""
+    monkeypatch.setattr(cpu_backend, "use_fast_kernels", True)
+    a = np.random.default_rng(9).standard_normal(1 << 17).astype(np.float32)
+    a[:3] = [np.nan, np.inf, -0.0]
+    np.testing.assert_array_equal((nf.from_numpy(a) ** 3).numpy(), a * a * a)

@@ -40,6 +40,9 @@ class FastKernels:
                                                       *flat[n_arrays:]))
         return out
 
+    def cube(self, a: np.ndarray) -> np.ndarray:
+        return self._map(nk.cube, np.empty_like(a), a)
+
     def erf(self, x: np.ndarray) -> np.ndarray:
         return self._map(nk.erf, np.empty_like(x), x)
 
@@ -51,6 +54,14 @@ class FastKernels:
 
     def gelu_grad(self, g: np.ndarray, x: np.ndarray, approximate: str) -> np.ndarray:
         return self._map(nk.gelu_grad, np.empty_like(x), np.ascontiguousarray(g), x, approximate == "tanh")
+
+    def softmax(self, x: np.ndarray) -> np.ndarray:
+        """Softmax over the last axis into a new array (rows of -inf become NaN, as in torch)."""
+        out = np.empty_like(x)
+        c = x.shape[-1]
+        x2, o2, fill = x.reshape(-1, c), out.reshape(-1, c), np.float32(np.nan)
+        self._split(x2.shape[0], x2.size, lambda sl: nk.softmax_rows(x2[sl], o2[sl], fill))
+        return out
 
     def softmax_(self, p: np.ndarray, masked_rows_zero: bool = False, serial: bool = False) -> np.ndarray:
         """Softmax over the last axis of ``p`` in place; returns ``p``. Rows of -inf become 0 with

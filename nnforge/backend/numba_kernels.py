@@ -28,6 +28,8 @@ from numba.extending import intrinsic
 
 # fastmath without "nnan"/"ninf": the kernels must keep NaN and -inf semantics (masked softmax rows)
 _JIT = dict(nogil=True, cache=True, fastmath={"contract", "reassoc", "arcp", "nsz", "afn"}, error_model="numpy")
+# plain IEEE arithmetic (results equal NumPy's bit for bit) for the simple elementwise kernels
+_JIT_EXACT = dict(nogil=True, cache=True, error_model="numpy")
 _F = np.float32
 
 _LOG2E = _F(1.4426950408889634)
@@ -93,6 +95,12 @@ def _one_plus_tanh(u):
     return _TWO / (_ONE + _exp(-_TWO * u))
 
 
+@numba.njit(**_JIT_EXACT)
+def cube(a, out):
+    for i in range(out.size):
+        out[i] = a[i] * a[i] * a[i]
+
+
 @numba.njit(**_JIT)
 def exp(x, out):
     for i in range(x.size):
@@ -149,6 +157,15 @@ def _softmax_row_(row, masked_row_value):
     inv = _ONE / z
     for j in range(cols):
         row[j] *= inv
+
+
+@numba.njit(**_JIT)
+def softmax_rows(x, out, masked_row_value):
+    """``softmax_rows_`` of ``x`` written into ``out`` (no copy of the input first)."""
+    for i in range(x.shape[0]):
+        row = out[i]
+        row[:] = x[i]
+        _softmax_row_(row, masked_row_value)
 
 
 @numba.njit(**_JIT)
