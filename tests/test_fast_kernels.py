@@ -208,3 +208,34 @@ def test_cube_kernel_equals_numpy_bit_for_bit(monkeypatch):
     a = np.random.default_rng(9).standard_normal(1 << 17).astype(np.float32)
     a[:3] = [np.nan, np.inf, -0.0]
     np.testing.assert_array_equal((nf.from_numpy(a) ** 3).numpy(), a * a * a)
+
+
+def test_parallel_for_covers_every_item_once_propagates_errors_and_works_after_fork():
+    import multiprocessing as mp
+    seen = np.zeros(1000, np.int64)
+
+    def mark(sl):
+        seen[sl] += 1
+
+    cpu_backend.parallel_for(1000, mark, grain=7)
+    assert (seen == 1).all()
+
+    def boom(sl):
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        cpu_backend.parallel_for(10, boom)
+    # a forked child (DataLoader workers) must not wait on its parent's pool threads
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply_async(_sum_in_child).get(timeout=30) == 1000  # a hang fails here, not forever
+
+
+def _sum_in_child() -> int:
+    out = np.zeros(1000, np.int64)
+
+    def mark(sl):
+        out[sl] += 1
+
+    cpu_backend.parallel_for(1000, mark)
+    return int(out.sum())

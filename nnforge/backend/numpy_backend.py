@@ -89,7 +89,7 @@ class NumpyBackend:
             return
         bounds = [n * i // k for i in range(k + 1)]
         with self.blas_threads(1) if pin_blas else contextlib.nullcontext():
-            futures = [_thread_pool(k - 1).submit(share, bounds[i], bounds[i + 1]) for i in range(1, k)]
+            futures = [_thread_pool(k - 1, os.getpid()).submit(share, bounds[i], bounds[i + 1]) for i in range(1, k)]
             try:
                 share(bounds[0], bounds[1])
             finally:
@@ -111,7 +111,9 @@ _POOL_PREFIX = "nnforge-pool"
 
 
 @functools.cache
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
+def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """The pool of this process (keyed by pid: a forked child, e.g. a DataLoader worker, has no live
+    threads in its parent's pool and gets its own)."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_POOL_PREFIX)
 
 
