@@ -426,3 +426,21 @@ def test_hooks_on_0d():
     x.register_hook(lambda g: g + 1)
     y.backward()
     assert isinstance(got[0], nf.Tensor) and got[0].shape == () and x.grad.item() == 4.0
+
+
+@pytest.mark.parametrize("order", range(6))
+def test_leaf_accumulation_never_changes_a_gradient_still_pending_elsewhere(order):
+    # Add's backward hands one array to both inputs; x's .grad must not alias the array that y's node (which
+    # also waits for c's gradient) still has to use, whatever order the nodes run in
+    import itertools
+    x = nf.tensor([1.0, 2.0], requires_grad=True)
+    w = nf.tensor([3.0, 4.0], requires_grad=True)
+    y = w * 1.0
+    terms = [x + y, x * 2.0, y * 3.0]
+    a, b, c = list(itertools.permutations(terms))[order]
+    (((a + b) + c) * 2.0).sum().backward()  # * 2.0: the gradient flowing down is a fresh array
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+    np.testing.assert_allclose(w.grad.numpy(), [8.0, 8.0])
+    (x * 1.0).sum().backward()  # a later pass accumulates (in place) without touching the other leaf
+    np.testing.assert_allclose(x.grad.numpy(), [7.0, 7.0])
+    np.testing.assert_allclose(w.grad.numpy(), [8.0, 8.0])

@@ -94,8 +94,11 @@ def _run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph:
             leaf.grad = Tensor._make(g, leaf._device)
         else:
             acc = leaf.grad.data
-            if leaf._backend.is_owned(acc) and acc.shape == g.shape and acc.dtype == g.dtype:
-                acc += g  # in place, as torch accumulates: no new array the size of the parameter
+            # in place (as torch accumulates: no new parameter-sized array), except into an array this pass
+            # handed over: the op that produced it may have passed the same array to other nodes still to run
+            if id(acc) not in owned and leaf._backend.is_owned(acc) and acc.shape == g.shape \
+                    and acc.dtype == g.dtype:
+                acc += g
             else:
                 leaf.grad.data = acc + g
 
