@@ -47,6 +47,8 @@ class FastKernels:
         return self._map(nk.erf, np.empty_like(x), x)
 
     def exp(self, x: np.ndarray) -> np.ndarray:
+        """The compiled ``_exp`` that softmax and GELU use inside their loops, exposed for its accuracy test
+        (for ``Tensor.exp`` itself NumPy's SIMD exp is as fast, so ops do not call this)."""
         return self._map(nk.exp, np.empty_like(x), x)
 
     def gelu(self, x: np.ndarray, approximate: str) -> np.ndarray:
