@@ -1,4 +1,6 @@
 """``python -m benchmarks``: the benchmark suite (see ``benchmarks/suite.py``)."""
-from .suite import main
+import nnforge  # noqa: F401  (first, before NumPy loads: nnforge's OpenBLAS thread settings, see nnforge/__init__)
+
+from .suite import main  # noqa: E402
 
 main()
