@@ -100,15 +100,14 @@ class RNNLayer(_Layer):
         buf = self._buffer(x, h0, H, 0, reverse)
         whh_t = w_hh.T
         rec = xp.empty((B, H), dtype=x.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, prev in self._steps(T, reverse):
-                a = gx[t]
-                xp.matmul(buf[prev], whh_t, out=rec)
-                a += rec
-                if relu:
-                    xp.maximum(a, 0, out=buf[row])
-                else:
-                    xp.tanh(a, out=buf[row])
+        for t, row, prev in self._steps(T, reverse):
+            a = gx[t]
+            xp.matmul(buf[prev], whh_t, out=rec)
+            a += rec
+            if relu:
+                xp.maximum(a, 0, out=buf[row])
+            else:
+                xp.tanh(a, out=buf[row])
         self.saved = (x, w_ih, w_hh, buf)
         self.args = (reverse, relu, b_ih is not None)
         return buf
@@ -122,11 +121,10 @@ class RNNLayer(_Layer):
         fac = (out > 0).astype(out.dtype) if relu else 1 - out * out  # d h / d pre, all steps at once
         dpre = xp.empty((T, B, H), dtype=buf.dtype)
         dh = xp.zeros((B, H), dtype=buf.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, _ in reversed(self._steps(T, reverse)):
-                dh += g[row]
-                xp.multiply(dh, fac[t], out=dpre[t])
-                xp.matmul(dpre[t], w_hh, out=dh)
+        for t, row, _ in reversed(self._steps(T, reverse)):
+            dh += g[row]
+            xp.multiply(dh, fac[t], out=dpre[t])
+            xp.matmul(dpre[t], w_hh, out=dh)
         dh += g[T if reverse else 0]  # the packed output's copy of h_0
         grads = self._grads(dpre, dpre, x, w_ih, hprev, has_bias)
         return (*grads, dh if self.needs_input_grad[5] else None)
@@ -156,21 +154,20 @@ class LSTMLayer(_Layer):
         tanh_c = xp.empty((T, B, H), dtype=x.dtype)
         rec = xp.empty((B, 4 * H), dtype=x.dtype)
         tmp = xp.empty((B, H), dtype=x.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, prev in self._steps(T, reverse):
-                a = gates[t]
-                xp.matmul(buf[prev], whh_t, out=rec)
-                a += rec
-                xp.tanh(a, out=a)
-                s = a[:, :3 * H]  # tanh(pre/2) -> sigmoid(pre)
-                s *= 0.5
-                s += 0.5
-                c = cbuf[row]
-                xp.multiply(a[:, H:2 * H], cbuf[prev], out=c)  # f * c_prev
-                xp.multiply(a[:, :H], a[:, 3 * H:], out=tmp)  # i * g
-                c += tmp
-                xp.tanh(c, out=tanh_c[t])
-                xp.multiply(a[:, 2 * H:3 * H], tanh_c[t], out=buf[row])  # o * tanh(c)
+        for t, row, prev in self._steps(T, reverse):
+            a = gates[t]
+            xp.matmul(buf[prev], whh_t, out=rec)
+            a += rec
+            xp.tanh(a, out=a)
+            s = a[:, :3 * H]  # tanh(pre/2) -> sigmoid(pre)
+            s *= 0.5
+            s += 0.5
+            c = cbuf[row]
+            xp.multiply(a[:, H:2 * H], cbuf[prev], out=c)  # f * c_prev
+            xp.multiply(a[:, :H], a[:, 3 * H:], out=tmp)  # i * g
+            c += tmp
+            xp.tanh(c, out=tanh_c[t])
+            xp.multiply(a[:, 2 * H:3 * H], tanh_c[t], out=buf[row])  # o * tanh(c)
         buf[T + 1] = cbuf[0 if reverse else T]
         self.saved = (x, w_ih, w_hh, perm, gates, cbuf, tanh_c, buf)
         self.args = (reverse, b_ih is not None)
@@ -199,18 +196,17 @@ class LSTMLayer(_Layer):
         dh = xp.zeros((B, H), dtype=gates.dtype)
         dc = g[T + 1].copy()
         tmp = xp.empty((B, H), dtype=gates.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, _ in reversed(self._steps(T, reverse)):
-                dh += g[row]
-                xp.multiply(dh, dc_fac[t], out=tmp)
-                dc += tmp
-                d = dpre[t]
-                xp.multiply(dc, fac[t, :, 0], out=d[:, 0])
-                xp.multiply(dc, fac[t, :, 1], out=d[:, 1])
-                xp.multiply(dh, fac[t, :, 2], out=d[:, 2])
-                xp.multiply(dc, fac[t, :, 3], out=d[:, 3])
-                dc *= f[t]
-                xp.matmul(d.reshape(B, G), whh_p, out=dh)
+        for t, row, _ in reversed(self._steps(T, reverse)):
+            dh += g[row]
+            xp.multiply(dh, dc_fac[t], out=tmp)
+            dc += tmp
+            d = dpre[t]
+            xp.multiply(dc, fac[t, :, 0], out=d[:, 0])
+            xp.multiply(dc, fac[t, :, 1], out=d[:, 1])
+            xp.multiply(dh, fac[t, :, 2], out=d[:, 2])
+            xp.multiply(dc, fac[t, :, 3], out=d[:, 3])
+            dc *= f[t]
+            xp.matmul(d.reshape(B, G), whh_p, out=dh)
         dh += g[T if reverse else 0]  # the packed output's copy of h_0
         dpre = dpre.reshape(T, B, G)
         grads = self._grads(dpre, dpre, x, w_ih[perm], hprev, has_bias)
@@ -243,27 +239,26 @@ class GRULayer(_Layer):
         buf = self._buffer(x, h0, H, 0, reverse)
         ghn = xp.empty((T, B, H), dtype=x.dtype)  # W_hn h_prev + b_hn, needed by backward
         rec = xp.empty((B, 3 * H), dtype=x.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, prev in self._steps(T, reverse):
-                a = gates[t]
-                xp.matmul(buf[prev], whh_t, out=rec)
-                rz = a[:, :2 * H]
-                rz += rec[:, :2 * H]
-                xp.tanh(rz, out=rz)
-                rz *= 0.5
-                rz += 0.5
-                if b_hn is None:
-                    ghn[t] = rec[:, 2 * H:]
-                else:
-                    xp.add(rec[:, 2 * H:], b_hn, out=ghn[t])
-                n = a[:, 2 * H:]
-                xp.multiply(a[:, :H], ghn[t], out=rec[:, :H])
-                n += rec[:, :H]
-                xp.tanh(n, out=n)
-                h = buf[row]
-                xp.subtract(buf[prev], n, out=h)  # h = n + z * (h_prev - n)
-                h *= a[:, H:2 * H]
-                h += n
+        for t, row, prev in self._steps(T, reverse):
+            a = gates[t]
+            xp.matmul(buf[prev], whh_t, out=rec)
+            rz = a[:, :2 * H]
+            rz += rec[:, :2 * H]
+            xp.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            if b_hn is None:
+                ghn[t] = rec[:, 2 * H:]
+            else:
+                xp.add(rec[:, 2 * H:], b_hn, out=ghn[t])
+            n = a[:, 2 * H:]
+            xp.multiply(a[:, :H], ghn[t], out=rec[:, :H])
+            n += rec[:, :H]
+            xp.tanh(n, out=n)
+            h = buf[row]
+            xp.subtract(buf[prev], n, out=h)  # h = n + z * (h_prev - n)
+            h *= a[:, H:2 * H]
+            h += n
         self.saved = (x, w_ih, w_hh, gates, ghn, buf)
         self.args = (reverse, b_ih is not None)
         return buf
@@ -289,17 +284,16 @@ class GRULayer(_Layer):
         dxn = xp.empty((T, B, H), dtype=gates.dtype)  # input-side grad of the n gate
         dh = xp.zeros((B, H), dtype=gates.dtype)
         rec = xp.empty((B, H), dtype=gates.dtype)
-        with self.backend.blas_threads(1):  # many small GEMMs: threads cost more than they save
-            for t, row, _ in reversed(self._steps(T, reverse)):
-                dh += g[row]
-                d = dgh[t]
-                xp.multiply(dh, fac_n[t], out=dxn[t])
-                xp.multiply(dh, fac_z[t], out=d[:, H:2 * H])
-                xp.multiply(dxn[t], fac_r[t], out=d[:, :H])
-                xp.multiply(dxn[t], r[t], out=d[:, 2 * H:])
-                dh *= z[t]
-                xp.matmul(d, w_hh, out=rec)
-                dh += rec
+        for t, row, _ in reversed(self._steps(T, reverse)):
+            dh += g[row]
+            d = dgh[t]
+            xp.multiply(dh, fac_n[t], out=dxn[t])
+            xp.multiply(dh, fac_z[t], out=d[:, H:2 * H])
+            xp.multiply(dxn[t], fac_r[t], out=d[:, :H])
+            xp.multiply(dxn[t], r[t], out=d[:, 2 * H:])
+            dh *= z[t]
+            xp.matmul(d, w_hh, out=rec)
+            dh += rec
         dh += g[T if reverse else 0]  # the packed output's copy of h_0
         dgx = dgh.copy()
         dgx[..., 2 * H:] = dxn
