@@ -239,3 +239,19 @@ def _sum_in_child() -> int:
 
     cpu_backend.parallel_for(1000, mark)
     return int(out.sum())
+
+
+def test_attention_mask_with_extra_batch_dims_zeroes_fully_masked_rows(path):
+    """A mask that adds batch dims to the scores takes the unchunked path; fully masked rows still give 0."""
+    rng = np.random.default_rng(10)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((3, 5, 8), (3, 7, 8), (3, 7, 4)))
+    mask = rng.random((2, 3, 5, 7)) > 0.3
+    mask[..., 0] = True
+    mask[1, 2, 4] = False  # one query row that sees no key
+    out = F.scaled_dot_product_attention(nf.from_numpy(q), nf.from_numpy(k), nf.from_numpy(v),
+                                         attn_mask=nf.from_numpy(mask)).numpy()
+    # torch refuses a mask larger than the scores: give it q, k, v expanded to the mask's batch dims instead
+    tq, tk, tv = (torch.from_numpy(a).expand(2, *a.shape) for a in (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(mask))
+    assert np.isfinite(out).all() and not out[1, 2, 4].any()
+    _close(out, torch.nan_to_num(ref).numpy(), atol=2e-6)

@@ -69,10 +69,7 @@ class ScaledDotProductAttention(Function):
             self.backend.parallel_for(n0, run)  # one batch item at a time: its scores stay in cache
         else:
             p = xp.matmul(q, k.swapaxes(-1, -2))  # (..., L, S) scores, owned: everything below is in place
-            if mask is not None and p.shape != batch + p.shape[-2:]:
-                p = p + mask  # the mask adds batch dims: a new, larger array
-                mask = None
-            self._softmax_(p, mask, kernels, False)
+            p = self._softmax_(p, mask, kernels, False)
             pd = p
             if dropout_p > 0.0:
                 keep = self._dropout_mask(p, dropout_p)
@@ -91,19 +88,21 @@ class ScaledDotProductAttention(Function):
         pd *= keep
         return pd
 
-    def _softmax_(self, p: Any, mask: Any, kernels: Any, serial: bool) -> None:
+    def _softmax_(self, p: Any, mask: Any, kernels: Any, serial: bool) -> Any:
         """Scores -> probabilities in place: add the mask, then softmax over the keys; a row with every key
-        masked becomes 0 (not NaN)."""
+        masked becomes 0 (not NaN). Returns the probabilities: ``p`` itself, or a new larger array when the
+        mask adds batch dims."""
         xp = self.backend.xp
-        if kernels is not None:
-            if serial and mask is not None and kernels.masked_softmax_serial_(p, mask):
-                return
-            if mask is not None:
-                p += mask
-            kernels.softmax_(p, masked_rows_zero=True, serial=serial)
-            return
         if mask is not None:
-            p += mask
+            if kernels is not None and serial and kernels.masked_softmax_serial_(p, mask):
+                return p
+            if xp.broadcast_shapes(p.shape, mask.shape) == p.shape:
+                p += mask
+            else:
+                p = p + mask
+        if kernels is not None:
+            kernels.softmax_(p, masked_rows_zero=True, serial=serial)
+            return p
         m = p.max(axis=-1, keepdims=True)
         if mask is not None:  # a row with every key masked has max -inf: shift by 0 so exp gives 0, not NaN
             xp.copyto(m, 0, where=xp.isneginf(m))
@@ -114,6 +113,7 @@ class ScaledDotProductAttention(Function):
             xp.copyto(z, 1, where=z == 0)
         xp.divide(1, z, out=z)
         p *= z
+        return p
 
     def _grads(self, g: Any, need: tuple, out: tuple = (None, None, None)) -> tuple:
         """(dq, dk, dv, dmask) for the inputs flagged in ``need``; dq, dk, dv have the shapes of the saved
