@@ -13,31 +13,22 @@ Example:
     >>> dist.all_reduce(t)            # every rank now holds the sum over ranks
 """
 from .collectives import ReduceOp, all_gather, all_reduce, barrier, broadcast
-from .process_group import (
-                            abort,
-                            destroy_process_group,
-                            get_rank,
-                            get_world_size,
-                            init_process_group,
-                            is_available,
-                            is_initialized,
-                            is_main_process,
-                            launched_by_mpi,
-)
+from .process_group import (abort, destroy_process_group, get_rank, get_world_size, init_process_group,
+                            is_available, is_initialized, is_main_process, launched_by_mpi)
 
 __all__ = [
-                            "ReduceOp",
-                            "abort",
-                            "all_gather",
-                            "all_reduce",
-                            "barrier",
-                            "broadcast",
-                            "destroy_process_group",
-                            "get_rank",
-                            "get_world_size",
-                            "init_process_group",
-                            "is_available",
-                            "is_initialized",
-                            "is_main_process",
-                            "launched_by_mpi",
+    "ReduceOp",
+    "abort",
+    "all_gather",
+    "all_reduce",
+    "barrier",
+    "broadcast",
+    "destroy_process_group",
+    "get_rank",
+    "get_world_size",
+    "init_process_group",
+    "is_available",
+    "is_initialized",
+    "is_main_process",
+    "launched_by_mpi",
 ]
