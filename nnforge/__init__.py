@@ -10,6 +10,10 @@ import os as _os
 # always is); a value the user set wins.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+from .backend.host_memory import keep_large_blocks as _keep_large_blocks  # noqa: E402
+
+_keep_large_blocks()  # large activations reuse heap memory instead of fresh pages (see host_memory)
+
 from . import _methods  # noqa: F401  (attaches ops to Tensor)
 from . import autograd
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

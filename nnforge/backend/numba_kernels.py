@@ -8,7 +8,8 @@ that came next (MiniLM's GEMMs measured 25% slower). LLVM vectorises a loop only
 function, so exp and erf are written out here in float32:
 
 - ``_exp``: Cody-Waite range reduction ``x = n ln2 + r`` (|r| <= ln2/2), Taylor polynomial of degree 7
-  for e^r (truncation < 6e-9), and 2^n built from its IEEE bits; inputs below -87.3 give 0 (so exp(-inf)
+  for e^r (truncation < 6e-9), and 2^n built from its IEEE bits, all in float32 (16 lanes per AVX-512
+  instruction; 3x faster than the float64 evaluation an int-valued ``math.floor`` had caused); inputs below -87.3 give 0 (so exp(-inf)
   is 0 as softmax needs), above 88.7 saturate at 2^128 = inf.
 - ``_erf``: ``x * P(x^2) / Q(x^2)`` on |x| <= 4 (erf(4) rounds to 1 in float32), P of degree 6 and Q of
   degree 5, fitted to erf by Lawson-weighted least squares in float64 (max error 1.5e-9 in float64,
@@ -61,7 +62,7 @@ def _float_from_bits(typingctx, bits):
 @numba.njit(**_JIT, inline="always")
 def _exp(x0):
     x = min(max(x0, _EXP_LO), _EXP_HI)
-    n = math.floor(x * _LOG2E + _HALF)
+    n = np.floor(x * _LOG2E + _HALF)  # float32 (math.floor gives an int64, which made the rest float64)
     r = x - n * _LN2_HI - n * _LN2_LO
     p = _F(1 / 5040)
     p = p * r + _F(1 / 720)
@@ -71,8 +72,12 @@ def _exp(x0):
     p = p * r + _HALF
     p = p * r + _ONE
     p = p * r + _ONE
-    a = int32(n) >> 1  # 2^n as 2^a * 2^(n-a): each factor a normal float32 for n in [-126, 128]
-    y = p * _float_from_bits((a + 127) << 23) * _float_from_bits((int32(n) - a + 127) << 23)
+    # 2^n from its exponent bits, n in [-126, 128]; 2^128 is not a float32, so n = 128 becomes 2 * 2^127 (a
+    # select, not p * 2^a * 2^(n-a): fastmath's reassociation may multiply the two powers first, to inf)
+    top = n > _F(127.0)
+    p = p * _TWO if top else p
+    n = n - _ONE if top else n
+    y = p * _float_from_bits((int32(n) + 127) << 23)
     y = y if x0 > _EXP_LO else _F(0.0)
     y = y if x0 < _EXP_HI else _F(np.inf)
     return y if x0 == x0 else x0  # NaN stays NaN

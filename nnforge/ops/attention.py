@@ -28,15 +28,17 @@ class ScaledDotProductAttention(Function):
     """
     uses_output = True
 
-    def forward(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float) -> Any:
+    def forward(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float,
+                trim_keys: bool = True) -> Any:
         try:
-            return self._attend(q, k, v, mask, scale, dropout_p)
+            return self._attend(q, k, v, mask, scale, dropout_p, trim_keys)
         except ValueError:
             raise RuntimeError(f"scaled_dot_product_attention: batch dims of query {q.shape}, key {k.shape}, "
                                f"value {v.shape} and attn_mask {None if mask is None else mask.shape} do not "
                                f"broadcast") from None
 
-    def _attend(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float) -> Any:
+    def _attend(self, q: Any, k: Any, v: Any, mask: Any, scale: float, dropout_p: float,
+                trim_keys: bool = True) -> Any:
         xp = self.backend.xp
         self.mask_shape = None if mask is None else mask.shape
         # scaling q (L x E) is cheaper than the scores (L x S), and makes dk need no rescale; C order (``q * scale``
@@ -51,7 +53,16 @@ class ScaledDotProductAttention(Function):
                                                               for a in (q, k, v))
         kernels = self.backend.kernels_for(q)
         keep = None
-        if self.chunked:
+        # a key-padding mask: each item attends to a prefix of the keys only, so its GEMMs and softmax can skip
+        # the rest (their probabilities are exactly 0); not when the mask needs a gradient (it needs every score)
+        self.key_len = _key_lengths(xp, mask, batch, k.shape[-2]) if self.chunked and trim_keys else None
+        if self.key_len is not None:
+            p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
+            out = xp.empty(batch + (q.shape[-2], v.shape[-1]), dtype=q.dtype)
+            if dropout_p > 0.0:
+                keep = self._dropout_mask(p, dropout_p)
+            self.backend.parallel_for(n0, lambda sl: self._attend_items(sl, q, k, v, p, keep, out, kernels))
+        elif self.chunked:
             p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
             out = xp.empty(batch + (q.shape[-2], v.shape[-1]), dtype=q.dtype)
             slice_mask = mask is not None and mask.ndim == len(batch) + 2 and mask.shape[0] == n0
@@ -78,6 +89,44 @@ class ScaledDotProductAttention(Function):
         self.saved = (q, k, v, p, keep, out)  # q is the scaled query
         self.scale = scale
         return out
+
+    def _attend_items(self, sl: slice, q: Any, k: Any, v: Any, p: Any, keep: Any, out: Any, kernels: Any) -> None:
+        """Forward of the batch items in ``sl`` over their first ``key_len[i]`` keys. Item i's probabilities
+        are the first (..., L, key_len[i]) elements of ``p[i]`` (see ``_prefix_view``)."""
+        xp = self.backend.xp
+        for i in range(sl.start, sl.stop):
+            n = int(self.key_len[i])
+            ps = _prefix_view(p[i], n)
+            xp.matmul(q[i], xp.ascontiguousarray(k[i, ..., :n, :]).swapaxes(-1, -2), out=ps)
+            self._softmax_(ps, None, kernels, True)
+            pd = ps if keep is None else self._dropped(ps, _prefix_view(keep[i], n))
+            xp.matmul(pd, xp.ascontiguousarray(v[i, ..., :n, :]), out=out[i])
+
+    def _item_grads(self, g: Any, need: tuple, i: int, out: list) -> None:
+        """(dq, dk, dv) of batch item i after a key-trimmed forward, written into ``out``'s arrays (the rows
+        of dk and dv for the keys it skipped are 0)."""
+        xp = self.backend.xp
+        q, k, v, p, keep, o = (None if a is None else a[i] for a in self.saved)
+        n = int(self.key_len[i])
+        k, v, p, g = xp.ascontiguousarray(k[..., :n, :]), xp.ascontiguousarray(v[..., :n, :]), _prefix_view(p, n), g[i]
+        keep = None if keep is None else _prefix_view(keep, n)
+        pd = p if keep is None else self._dropped(p, keep)
+        if need[2]:
+            _matmul_into(xp, pd.swapaxes(-1, -2), g, out[2][..., :n, :])
+            out[2][..., n:, :] = 0
+        del pd
+        ds = xp.matmul(g, v.swapaxes(-1, -2))  # dP (..., L, n)
+        if keep is not None:
+            ds *= keep
+            ds *= self.drop_scale
+        ds -= xp.einsum("...i,...i->...", g, o)[..., None]  # sum_j P_ij dP_ij = g_i . out_i
+        ds *= p
+        if need[0]:
+            _matmul_into(xp, ds, k, out[0])
+            out[0] *= self.scale
+        if need[1]:
+            _matmul_into(xp, ds.swapaxes(-1, -2), q, out[1][..., :n, :])
+            out[1][..., n:, :] = 0
 
     def _dropout_mask(self, p: Any, dropout_p: float) -> Any:
         self.drop_scale = p.dtype.type(1.0 / (1.0 - dropout_p))
@@ -129,6 +178,10 @@ class ScaledDotProductAttention(Function):
                 for o, a, n in zip(out, (q, k, v), need[:3])]
 
         def run(sl: slice) -> None:
+            if self.key_len is not None:
+                for i in range(sl.start, sl.stop):
+                    self._item_grads(g, need, i, [None if f is None else f[i] for f in full])
+                return
             dests = [None if f is None else f[sl] for f in full]
             grads = self._chunk_grads(g, need, sl, dests)
             for dst, d in zip(dests, grads[:3]):
@@ -175,6 +228,38 @@ class ScaledDotProductAttention(Function):
         return dq, dk, dv, (None if dmask is None else unbroadcast(dmask, self.mask_shape))
 
 
+def _key_lengths(xp: Any, mask: Any, batch: tuple, S: int) -> Any:
+    """Per item of the leading batch axis, how many keys take part, when the additive ``mask`` is a key-padding
+    mask: shape (B, 1, ..., 1, S), each item's row 0 for a prefix of the keys and -inf (or <= -1e30, e.g.
+    transformers' finfo.min, whose probabilities are 0 just the same) after it. None when the mask has any
+    other form, keeps every key, or masks an item's every key (that row's result then follows the mask's values)."""
+    if mask is None or mask.shape != (batch[0],) + (1,) * (len(batch) - 1) + (1, S):
+        return None
+    m = mask.reshape(batch[0], S)
+    keep = m == 0
+    lengths = keep.sum(axis=1)
+    if lengths.min() < 1 or lengths.min() == S:
+        return None
+    prefix = xp.arange(S) < lengths[:, None]
+    if not (keep == prefix).all() or not (keep | (m <= -1e30)).all():
+        return None
+    return lengths
+
+
+def _prefix_view(block: Any, n: int) -> Any:
+    """The first elements of a C-contiguous ``block`` (..., L, S) seen as a C-contiguous (..., L, n) array: a
+    key-trimmed item's probabilities live there, contiguous, so GEMMs and kernels see a plain array."""
+    return block.reshape(-1)[:block.size // block.shape[-1] * n].reshape(block.shape[:-1] + (n,))
+
+
+def _matmul_into(xp: Any, a: Any, b: Any, dst: Any) -> None:
+    """dst = a @ b, summed over the batch dims that ``a @ b`` broadcasts beyond ``dst``'s (GQA's key heads)."""
+    if xp.broadcast_shapes(a.shape[:-2], b.shape[:-2]) == dst.shape[:-2]:
+        xp.matmul(a, b, out=dst)
+    else:
+        dst[...] = unbroadcast(xp.matmul(a, b), dst.shape)
+
+
 def _into(xp: Any, a: Any, out: Any) -> Any:
     """``a``, copied into ``out`` when one is given (and ``a`` is not already it)."""
     if out is None or a is out:
@@ -188,8 +273,8 @@ class PackedSelfAttention(ScaledDotProductAttention):
     a fused in-projection). Backward writes the three gradients into one contiguous (3, ..., L, E) array,
     so no zero-filled buffers and no concatenation."""
 
-    def forward(self, qkv: Any, mask: Any, scale: float, dropout_p: float) -> Any:
-        return self._attend(qkv[0], qkv[1], qkv[2], mask, scale, dropout_p)
+    def forward(self, qkv: Any, mask: Any, scale: float, dropout_p: float, trim_keys: bool = True) -> Any:
+        return self._attend(qkv[0], qkv[1], qkv[2], mask, scale, dropout_p, trim_keys)
 
     def backward(self, g: Any) -> tuple:
         xp = self.backend.xp
@@ -214,6 +299,11 @@ def _additive_mask(attn_mask: Tensor | None, is_causal: bool, L: int, S: int, li
         raise RuntimeError(f"scaled_dot_product_attention: attn_mask dtype {attn_mask.dtype} must be bool or "
                            f"match the query dtype {like.dtype}")
     return attn_mask
+
+
+def _may_trim(mask: Tensor | None) -> bool:
+    """Keys a mask excludes may be skipped unless the mask needs a gradient (that needs every score)."""
+    return mask is None or not mask.requires_grad
 
 
 def _check(query: Tensor, key: Tensor, value: Tensor, enable_gqa: bool) -> None:
@@ -280,9 +370,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         if mask is not None:
             mask = mask.reshape(*mask.shape[:-3], hk, grp, *mask.shape[-2:]) if mask.ndim >= 3 and \
                 mask.shape[-3] != 1 else mask.unsqueeze(-3)
-        out = ScaledDotProductAttention.apply(q, k, v, mask, scale, float(dropout_p))
+        out = ScaledDotProductAttention.apply(q, k, v, mask, scale, float(dropout_p), _may_trim(mask))
         return out.reshape(*out.shape[:-4], hk * grp, L, value.shape[-1])
-    return ScaledDotProductAttention.apply(query, key, value, mask, scale, float(dropout_p))
+    return ScaledDotProductAttention.apply(query, key, value, mask, scale, float(dropout_p), _may_trim(mask))
 
 
 def packed_self_attention(qkv: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
@@ -296,4 +386,4 @@ def packed_self_attention(qkv: Tensor, attn_mask: Tensor | None = None, dropout_
     L = qkv.shape[-2]
     mask = _additive_mask(attn_mask, is_causal, L, L, qkv)
     scale = 1.0 / math.sqrt(qkv.shape[-1]) if scale is None else float(scale)
-    return PackedSelfAttention.apply(qkv, mask, scale, float(dropout_p))
+    return PackedSelfAttention.apply(qkv, mask, scale, float(dropout_p), _may_trim(mask))
