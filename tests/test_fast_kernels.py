@@ -255,3 +255,78 @@ def test_attention_mask_with_extra_batch_dims_zeroes_fully_masked_rows(path):
     ref = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(mask))
     assert np.isfinite(out).all() and not out[1, 2, 4].any()
     _close(out, torch.nan_to_num(ref).numpy(), atol=2e-6)
+
+
+def _padding_mask(lengths: list, S: int, kind: str) -> np.ndarray:
+    """(B, 1, 1, S) key-padding mask: bool (True = attend) or additive float with transformers' finfo.min."""
+    keep = np.arange(S)[None, :] < np.array(lengths)[:, None]
+    if kind == "bool":
+        return keep[:, None, None, :]
+    return np.where(keep, 0.0, np.finfo(np.float32).min).astype(np.float32)[:, None, None, :]
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("gqa", [False, True])
+def test_attention_with_key_padding_mask_skips_padded_keys_exactly(path, kind, gqa):
+    """A key-padding mask lets each item attend over its own prefix of keys only (no work on padded keys);
+    outputs and all gradients, padded keys' included (zero), must still equal torch's."""
+    rng = np.random.default_rng(11)
+    B, H, L, S, E = 4, 4, 6, 9, 8
+    hk = 2 if gqa else H
+    q = rng.standard_normal((B, H, L, E)).astype(np.float32)
+    k, v = (rng.standard_normal((B, hk, S, E)).astype(np.float32) for _ in range(2))
+    mask = _padding_mask([9, 3, 1, 7], S, kind)
+    g = rng.standard_normal((B, H, L, E)).astype(np.float32)
+    ins = [nf.from_numpy(a.copy()).requires_grad_() for a in (q, k, v)]
+    tins = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ins, attn_mask=nf.from_numpy(mask), enable_gqa=gqa)
+    tout = torch.nn.functional.scaled_dot_product_attention(*tins, attn_mask=torch.from_numpy(mask),
+                                                            enable_gqa=gqa)
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g))
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-6)
+    for a, ta in zip(ins, tins):
+        _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-5)
+    assert not ins[1].grad.numpy()[2, :, 1:].any() and not ins[2].grad.numpy()[1, :, 3:].any()
+
+
+def test_packed_attention_with_padding_mask_matches_unpacked_and_mask_grad(path):
+    """packed_self_attention takes the key-trimmed path too; a float mask that needs a gradient does not (the
+    gradient needs every score), and both agree with torch."""
+    from nnforge.ops.attention import packed_self_attention
+    rng = np.random.default_rng(12)
+    B, H, L, E = 3, 2, 8, 4
+    qkv = rng.standard_normal((3, B, H, L, E)).astype(np.float32)
+    mask = _padding_mask([8, 5, 2], L, "float")
+    g = rng.standard_normal((B, H, L, E)).astype(np.float32)
+    x = nf.from_numpy(qkv.copy()).requires_grad_()
+    m = nf.from_numpy(mask.copy()).requires_grad_()
+    tx = torch.from_numpy(qkv).requires_grad_()
+    tm = torch.from_numpy(mask).requires_grad_()
+    for mask_arg, tmask in ((nf.from_numpy(mask), torch.from_numpy(mask)), (m, tm)):
+        x.grad, tx.grad = None, None
+        out = packed_self_attention(x, mask_arg)
+        tout = torch.nn.functional.scaled_dot_product_attention(tx[0], tx[1], tx[2], attn_mask=tmask)
+        out.backward(nf.from_numpy(g))
+        tout.backward(torch.from_numpy(g))
+        _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-6)
+        _close(x.grad.numpy(), tx.grad.numpy(), atol=2e-5)
+    _close(m.grad.numpy(), tm.grad.numpy(), atol=2e-5)
+
+
+def test_attention_dropout_with_padding_mask_keeps_padded_keys_out(path):
+    """Training with dropout on the key-trimmed path: padded keys get no probability and no gradient, and the
+    backward uses the forward's dropout mask. With v = identity the output is the dropped probabilities P_d
+    themselves, and with an all-ones upstream gradient dv[j, :] = sum over queries of P_d[:, j]."""
+    nf.manual_seed(0)
+    rng = np.random.default_rng(13)
+    B, H, L = 2, 2, 6
+    q, k = (nf.from_numpy(rng.standard_normal((B, H, L, 4)).astype(np.float32)) for _ in range(2))
+    v = nf.from_numpy(np.broadcast_to(np.eye(L, dtype=np.float32), (B, H, L, L)).copy()).requires_grad_()
+    mask = nf.from_numpy(_padding_mask([6, 2], L, "bool"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.5)
+    out.sum().backward()
+    p_dropped = out.detach().numpy()
+    assert not p_dropped[1, :, :, 2:].any() and (p_dropped == 0).any() and (p_dropped > 1).any()  # dropped, rescaled
+    expected = np.broadcast_to(p_dropped.sum(axis=-2)[..., None], (B, H, L, L))
+    np.testing.assert_allclose(v.grad.numpy(), expected, rtol=1e-6, atol=1e-6)
