@@ -138,3 +138,20 @@ class FastKernels:
         scalars = (f(beta1), f(beta2), f(step_size), f(bc2_sqrt), f(eps), f(decay), f(l2),
                    f(-1.0 if maximize else 1.0))
         self._split(x.size, x.size, lambda sl: nk.adam_step(*(a[sl] for a in flat), *scalars))
+
+    # -- recurrent layers (numba_rnn_kernels): one timestep minus its GEMM; the ops loop over time ---------
+    @property
+    def lstm_forward_step(self) -> Callable:
+        """The compiled ``lstm_forward_step(gates, rec, bias, c_prev, c, tanh_c, h)`` on (B, 4H) / (B, H)
+        C-contiguous float32 rows, gates in torch's order (i, f, g, o): ``gates`` (the step's input projection)
+        becomes the activated gates; writes ``c``, ``tanh_c``, ``h``. Returned as is (no wrapper frame per
+        timestep)."""
+        from . import numba_rnn_kernels as rk
+        return rk.lstm_forward_step
+
+    @property
+    def lstm_backward_step(self) -> Callable:
+        """The compiled ``lstm_backward_step(g_out, dh_rec, dc, gates, c_prev, tanh_c, dpre, dbias)``: the
+        step's pre-activation grads into ``dpre``, ``dc`` carried back in place, the bias grad summed in."""
+        from . import numba_rnn_kernels as rk
+        return rk.lstm_backward_step

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .blas import add_matmul_nt, can_add_matmul_nt
 from .erf import erf
 
 
@@ -58,6 +59,22 @@ class NumpyBackend:
             if a is not None and (a.dtype != np.float32 or not a.flags.c_contiguous):
                 return None
         return _fast_kernels(self)
+
+    #: call the BLAS GEMM directly where NumPy cannot express it (``NNFORGE_DIRECT_BLAS=0`` turns it off)
+    use_direct_blas: bool = os.environ.get("NNFORGE_DIRECT_BLAS", "1") != "0"
+
+    def linear(self, x2: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+        """``x2 @ w.T + b`` for x2 (M, K), w (N, K), b (N,) or None, all of one dtype. With a bias, the
+        output starts as the bias and the GEMM adds the product to it (one pass over the output, not two)."""
+        if b is not None and self.use_direct_blas and can_add_matmul_nt(x2, w):
+            out = np.empty((x2.shape[0], w.shape[0]), dtype=x2.dtype)
+            out[...] = b
+            add_matmul_nt(x2, w, out)
+            return out
+        out = np.matmul(x2, w.T)
+        if b is not None:
+            out += b
+        return out
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
         """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""

@@ -1,0 +1,58 @@
+"""The CPU backend's direct BLAS GEMM (bias inside the GEMM) and its heap setting, against NumPy and torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nnforge as nf
+from nnforge.backend import blas, cpu_backend
+from nnforge.backend.host_memory import keep_large_blocks
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_matmul_nt_adds_the_product_to_c(dtype):
+    rng = np.random.default_rng(0)
+    a, w, c = (rng.standard_normal(s).astype(dtype) for s in ((37, 19), (23, 19), (37, 23)))
+    expected = a.astype(np.float64) @ w.T.astype(np.float64) + c
+    assert blas.can_add_matmul_nt(a, w), "NumPy's BLAS GEMM was not found among the loaded libraries"
+    blas.add_matmul_nt(a, w, c)
+    np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_add_matmul_nt_refuses_what_it_cannot_serve():
+    a = np.ones((4, 3), np.float32)
+    assert not blas.can_add_matmul_nt(a.T.copy().T, np.ones((2, 3), np.float32))  # not C-contiguous
+    assert not blas.can_add_matmul_nt(a, np.ones((2, 3), np.float64))  # mixed dtypes
+    assert not blas.can_add_matmul_nt(a.astype(np.int64), np.ones((2, 3), np.int64))
+    assert not blas.can_add_matmul_nt(np.ones((0, 3), np.float32), np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="add_matmul_nt"):
+        blas.add_matmul_nt(a, np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))  # wrong c shape
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch_on_both_gemm_paths(monkeypatch, direct, bias):
+    monkeypatch.setattr(cpu_backend, "use_direct_blas", direct)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5, 16)).astype(np.float32)
+    w = rng.standard_normal((7, 16)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32) if bias else None
+    g = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    ins = [nf.from_numpy(a.copy()).requires_grad_() for a in (x, w, b) if a is not None]
+    tins = [torch.from_numpy(a).requires_grad_() for a in (x, w, b) if a is not None]
+    out = nf.nn.functional.linear(*ins)
+    tout = torch.nn.functional.linear(*tins)
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g))
+    np.testing.assert_allclose(out.detach().numpy(), tout.detach().numpy(), rtol=1e-5, atol=2e-5)
+    for a, ta in zip(ins, tins):
+        np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-5, atol=5e-5)
+
+
+def test_heap_setting_applies_on_glibc_and_can_be_switched_off(monkeypatch):
+    import platform
+    monkeypatch.setenv("NNFORGE_HEAP_REUSE", "0")
+    assert keep_large_blocks() is False
+    monkeypatch.delenv("NNFORGE_HEAP_REUSE")
+    assert keep_large_blocks() is (platform.libc_ver()[0] == "glibc")
