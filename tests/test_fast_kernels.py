@@ -88,6 +88,13 @@ def test_softmax_matches_torch_with_inf_rows(path):
     x[1] = -np.inf  # torch gives NaN for an all -inf row
     x[2, :5] = -np.inf
     x[3, 7] = np.nan
+    negative_nan = np.array([0xFFC00000], np.uint32).view(np.float32)[0]  # x86's NaN from inf - inf
+    x[4, 9] = negative_nan
+    x[5] = -np.inf
+    x[5, 100] = negative_nan
+    x[6, 0] = np.inf
+    x[7, :2] = [-0.0, 0.0]
+    x[7, 2:] = -1e30
     g = rng.standard_normal(x.shape).astype(np.float32)
     a = nf.from_numpy(x.copy()).requires_grad_()
     out = nf.softmax(a, dim=-1)
@@ -330,3 +337,34 @@ def test_attention_dropout_with_padding_mask_keeps_padded_keys_out(path):
     assert not p_dropped[1, :, :, 2:].any() and (p_dropped == 0).any() and (p_dropped > 1).any()  # dropped, rescaled
     expected = np.broadcast_to(p_dropped.sum(axis=-2)[..., None], (B, H, L, L))
     np.testing.assert_allclose(v.grad.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["both", "input", "residual"])
+def test_add_layer_norm_matches_torch_layer_norm_of_the_sum(path, which):
+    """The post-LN residual + LayerNorm in one pass: output and gradients of input, residual, weight and
+    bias equal torch's layer_norm(x + r); under no_grad (nothing saved for backward) the output is the same."""
+    from nnforge.ops.normalization import add_layer_norm
+    rng = np.random.default_rng(14)
+    x, r = (rng.standard_normal((3, 5, 24)).astype(np.float32) * 3 + 2 for _ in range(2))
+    w, b = rng.standard_normal(24).astype(np.float32), rng.standard_normal(24).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    grads = {"both": (True, True), "input": (True, False), "residual": (False, True)}[which]
+    ins = [nf.from_numpy(a.copy()).requires_grad_(need) for a, need in zip((x, r), grads)]
+    params = [nf.from_numpy(a.copy()).requires_grad_() for a in (w, b)]
+    tins = [torch.from_numpy(a).requires_grad_(need) for a, need in zip((x, r), grads)]
+    tparams = [torch.from_numpy(a).requires_grad_() for a in (w, b)]
+    out = add_layer_norm(ins[0], ins[1], 24, *params, eps=1e-12)
+    tout = torch.nn.functional.layer_norm(tins[0] + tins[1], (24,), *tparams, eps=1e-12)
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g))
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
+    for a, ta in zip(ins + params, tins + tparams):
+        if ta.requires_grad:
+            _close(a.grad.numpy(), ta.grad.numpy(), atol=5e-4, rtol=1e-4)
+        else:
+            assert a.grad is None
+    with nf.no_grad():
+        again = add_layer_norm(nf.from_numpy(x), nf.from_numpy(r), 24, *params, eps=1e-12)
+    np.testing.assert_array_equal(again.numpy(), out.detach().numpy())
+    with pytest.raises(RuntimeError, match="add_layer_norm: residual of shape"):
+        add_layer_norm(nf.from_numpy(x), nf.from_numpy(r[:, :2]), 24)

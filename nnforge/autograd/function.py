@@ -28,6 +28,7 @@ class Function:
     pre_hooks: list = ()  # hooks of the output tensor (register_hook/retain_grad on a non-leaf)
     out_device: Any = None  # set by forward only when the output lives on another device (ToDevice)
     is_view = False  # output shares memory with input 0, so they share a version counter
+    records = True  # set by apply before forward: False when no graph will be kept (forward may skip saving)
 
     @classmethod
     def apply(cls, *inputs: Any, **params: Any):
@@ -51,6 +52,7 @@ class Function:
                 arrays.append(t)
         fn.backend = backend = dev.backend
         fn.device = dev
+        fn.records = requires and GRAD_ENABLED[0]
         out = fn.forward(*arrays, **params)
         if fn.out_device is not None:
             dev = fn.out_device

@@ -13,6 +13,8 @@ import numpy as np
 from . import numba_kernels as nk
 
 _PARALLEL_MIN = 1 << 15  # elements: below this, handing work to other threads costs more than it saves
+_DIRECT_MAX_C = 4  # convolutions of inputs with at most this many channels use direct loops, not im2col + GEMM
+_CONV_ROWS = 1024  # im2col rows per chunk of a convolution (a few images: the scratch stays in cache)
 
 
 class FastKernels:
@@ -102,15 +104,20 @@ class FastKernels:
         self._split(y2.shape[0], y2.size, lambda sl: nk.softmax_grad_rows(g2[sl], y2[sl], o2[sl]))
         return out
 
-    def layer_norm(self, x2: np.ndarray, w: Any, b: Any, eps: float) -> tuple:
-        """(out, xhat, rstd) for an (R, D) input; ``w``/``b`` of length D or None."""
+    def layer_norm(self, x2: np.ndarray, w: Any, b: Any, eps: float, residual: Any = None,
+                   keep_xhat: bool = True) -> tuple:
+        """(out, xhat, rstd) of layer norm over the rows of an (R, D) input (plus ``residual``, (R, D), added
+        in the same pass); ``w``/``b`` of length D or None; xhat is None unless ``keep_xhat``."""
         r, d = x2.shape
         w = np.ones(d, np.float32) if w is None else np.ascontiguousarray(w.reshape(-1), np.float32)
         b = np.zeros(d, np.float32) if b is None else np.ascontiguousarray(b.reshape(-1), np.float32)
-        out, xhat, rstd = np.empty_like(x2), np.empty_like(x2), np.empty((r, 1), np.float32)
+        out, rstd = np.empty_like(x2), np.empty((r, 1), np.float32)
+        xhat = np.empty_like(x2) if keep_xhat else out  # out: a placeholder the kernel does not write as xhat
+        res = x2 if residual is None else residual
         r1, e = rstd.reshape(-1), np.float32(eps)
-        self._split(r, x2.size, lambda sl: nk.layer_norm(x2[sl], w, b, e, out[sl], xhat[sl], r1[sl]))
-        return out, xhat, rstd
+        self._split(r, x2.size, lambda sl: nk.layer_norm(x2[sl], res[sl], residual is not None, w, b, e, out[sl],
+                                                         xhat[sl], r1[sl], keep_xhat))
+        return out, (xhat if keep_xhat else None), rstd
 
     def layer_norm_grad(self, g2: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, w: Any, need_x: bool) -> tuple:
         """(gx or None, gw, gb) for an (R, D) upstream gradient."""
@@ -155,3 +162,162 @@ class FastKernels:
         step's pre-activation grads into ``dpre``, ``dc`` carried back in place, the bias grad summed in."""
         from . import numba_rnn_kernels as rk
         return rk.lstm_backward_step
+
+    # -- convolution, max pooling, ReLU (numba_conv_kernels) ------------------------------------------------
+    # Arrays indexed (N, H, W, C) whatever their layout: ``x4 = x.transpose(0, 2, 3, 1)`` of an NCHW array.
+
+    def _per_core(self, n: int, fn: Callable[[slice], None]) -> None:
+        """``fn`` over ``range(n)`` in one contiguous share per core (BLAS pinned to one thread meanwhile)."""
+        k = self.backend.num_threads
+        if k < 2 or n < 2:
+            fn(slice(0, n))
+        else:
+            self.backend.parallel_for(n, fn, grain=-(-n // k))
+
+    def conv2d(self, x4: np.ndarray, wm: np.ndarray, b: Any, geom: tuple) -> tuple:
+        """Convolution of x4 (N, H, W, C) with wm (kh*kw*C, O) [+ b (O,)] -> (out (N, Ho, Wo, O) C-contiguous,
+        the input as read: x4 or its channels-last copy, which ``conv2d_grad`` reads faster).
+        ``geom`` = (kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo). Per core, a few images at a time: their im2col
+        rows are written into a scratch buffer that stays in cache, and one GEMM writes their output rows."""
+        from . import numba_conv_kernels as ck
+        kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = geom
+        n, r = x4.shape[0], ho * wo
+        k, o = wm.shape
+        out = np.empty((n, ho, wo, o), np.float32)
+        nb = max(1, _CONV_ROWS // r)
+        bias = None if b is None else np.asarray(b, np.float32)
+
+        if x4.shape[3] <= _DIRECT_MAX_C:  # few input channels: K too short for a GEMM, a direct loop instead
+            b0 = np.zeros(o, np.float32) if bias is None else bias
+            self._split(n, out.size, lambda sl: ck.conv_direct(x4[sl], wm, b0, out[sl], kh, kw, sh, sw, dh, dw, ph,
+                                                               pw))
+            return out, x4
+
+        if not x4.flags.c_contiguous:
+            x4 = np.ascontiguousarray(x4)  # one transposing copy, so that im2col reads runs of C values
+
+        def share(sl: slice) -> None:
+            cols = np.empty((min(nb, sl.stop - sl.start) * r, k), np.float32)
+            for s in range(sl.start, sl.stop, nb):
+                e = min(s + nb, sl.stop)
+                c = cols[:(e - s) * r]
+                ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+                res = out[s:e].reshape(-1, o)
+                np.matmul(c, wm, out=res)
+                if bias is not None:
+                    res += bias
+
+        self._per_core(n, share)
+        return out, x4
+
+    def conv2d_grad(self, x4: Any, wm: np.ndarray, g4: np.ndarray, in_shape: tuple, geom: tuple,
+                    need_x: bool, need_w: bool, need_b: bool) -> tuple:
+        """Gradients of ``conv2d``: g4 (N, Ho, Wo, O) any layout -> (gx (N, H, W, C) or None,
+        gw (kh*kw*C, O) or None, gb (O,) or None); the im2col rows are recomputed per chunk (in cache).
+        Inputs with few channels get the weight and bias gradients from a direct loop instead."""
+        from . import numba_conv_kernels as ck
+        kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = geom
+        n, r = g4.shape[0], ho * wo
+        k, o = wm.shape
+        gx = np.empty(in_shape, np.float32) if need_x else None
+        wt = np.ascontiguousarray(wm.T) if need_x else None
+        nb = max(1, _CONV_ROWS // r)
+        direct = in_shape[3] <= _DIRECT_MAX_C
+        partial: list = []
+
+        def share(sl: slice) -> None:
+            m = min(nb, sl.stop - sl.start) * r
+            cols = np.empty((m, k), np.float32) if need_x or (need_w and not direct) else None
+            gw = np.zeros((k, o), np.float32)
+            tmp = np.empty((k, o), np.float32)
+            gb = np.zeros(o, np.float32)
+            if direct and (need_w or need_b):
+                xs = x4[sl] if need_w else np.zeros((sl.stop - sl.start, 1, 1, 1), np.float32)
+                ck.conv_direct_grad_w(xs, g4[sl], gw, gb, need_w, need_b, kh, kw, sh, sw, dh, dw, ph, pw)
+            if not direct or need_x:
+                for s in range(sl.start, sl.stop, nb):
+                    e = min(s + nb, sl.stop)
+                    gch = np.ascontiguousarray(g4[s:e]).reshape(-1, o)
+                    if need_b and not direct:
+                        gb += gch.sum(axis=0)
+                    if need_w and not direct:
+                        c = cols[:(e - s) * r]
+                        ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+                        np.matmul(c.T, gch, out=tmp)
+                        gw += tmp
+                    if need_x:
+                        c = cols[:(e - s) * r]
+                        np.matmul(gch, wt, out=c)
+                        ck.col2im(c, gx[s:e], kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+            partial.append((gw, gb))  # list.append is atomic under the GIL
+
+        self._per_core(n, share)
+        gw = gb = None
+        if need_w:
+            gw = partial[0][0] if len(partial) == 1 else np.sum([p[0] for p in partial], axis=0)
+        if need_b:
+            gb = partial[0][1] if len(partial) == 1 else np.sum([p[1] for p in partial], axis=0)
+        return gx, gw, gb
+
+    def max_pool2d(self, x4: np.ndarray, geom: tuple, c_inner: bool) -> tuple:
+        """Max pooling of x4 (N, H, W, C) -> (out (N, C, Ho, Wo) C-contiguous, winning offsets (N, Ho, Wo, C)
+        view, uint8 or int32). ``geom`` as ``pooling._pool_geom``; ``c_inner`` when x is channels-last."""
+        from . import numba_conv_kernels as ck
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw), (ho, wo), _ = geom
+        n, c = x4.shape[0], x4.shape[3]
+        out = np.empty((n, c, ho, wo), np.float32)
+        dt = np.uint8 if kh * kw < 256 else np.int32
+        idx = np.empty((n, ho, wo, c), dt) if c_inner else np.empty((n, c, ho, wo), dt).transpose(0, 2, 3, 1)
+        o4 = out.transpose(0, 2, 3, 1)
+        self._split(n, x4.size, lambda sl: ck.max_pool(x4[sl], o4[sl], idx[sl], kh, kw, sh, sw, dh, dw, ph, pw,
+                                                       c_inner))
+        return out, idx
+
+    def max_pool2d_grad(self, g4: np.ndarray, idx: np.ndarray, in_hw: tuple, geom: tuple, c_inner: bool) -> Any:
+        """Gradient of ``max_pool2d``: g4 (N, Ho, Wo, C) any layout -> dx (N, C, H, W) in the input's layout."""
+        from . import numba_conv_kernels as ck
+        (_, kw), (sh, sw), (dh, dw), (ph, pw), _, _ = geom
+        n, c = g4.shape[0], g4.shape[3]
+        h, w = in_hw
+        dx4 = np.empty((n, h, w, c), np.float32) if c_inner else \
+            np.empty((n, c, h, w), np.float32).transpose(0, 2, 3, 1)
+        kh = geom[0][0]
+        if c_inner and (sh, sw, dh, dw, ph, pw) == (kh, kw, 1, 1, 0, 0) and (h, w) == (geom[4][0] * kh, geom[4][1] * kw):
+            self._split(n, dx4.size, lambda sl: ck.max_pool_grad_tiled(g4[sl], idx[sl], dx4[sl], kh, kw))
+        else:
+            self._split(n, dx4.size, lambda sl: ck.max_pool_grad(g4[sl], idx[sl], dx4[sl], kw, sh, sw, dh, dw, ph,
+                                                                 pw, c_inner))
+        return dx4.transpose(0, 3, 1, 2)
+
+    @staticmethod
+    def _flat_alike(*arrays: Any) -> Any:
+        """1-d views of float32 arrays of one shape and one dense memory layout (any axis order), else None."""
+        a0 = arrays[0]
+        if any(a.dtype != np.float32 or a.shape != a0.shape or a.strides != a0.strides for a in arrays):
+            return None
+        perm = sorted(range(a0.ndim), key=lambda i: -a0.strides[i])
+        if not a0.transpose(perm).flags.c_contiguous:
+            return None
+        return [a.transpose(perm).reshape(-1) for a in arrays]
+
+    def relu(self, x: np.ndarray) -> Any:
+        """max(x, 0) (NaN kept) in x's memory layout, or None when x is not a dense float32 array."""
+        from . import numba_conv_kernels as ck
+        out = np.empty_like(x)
+        flat = self._flat_alike(x, out)
+        if flat is None:
+            return None
+        a, o = flat
+        self._split(o.size, o.size, lambda sl: ck.relu(a[sl], o[sl]))
+        return out
+
+    def relu_grad(self, g: np.ndarray, y: np.ndarray) -> Any:
+        """g where y > 0 (or NaN) else 0, or None unless g and y share one dense float32 layout."""
+        from . import numba_conv_kernels as ck
+        out = np.empty_like(y)
+        flat = self._flat_alike(g, y, out)
+        if flat is None:
+            return None
+        a, b, o = flat
+        self._split(o.size, o.size, lambda sl: ck.relu_grad(a[sl], b[sl], o[sl]))
+        return out

@@ -59,6 +59,33 @@ def _float_from_bits(typingctx, bits):
     return float32(int32), codegen
 
 
+@intrinsic
+def _bits_from_float(typingctx, x):
+    """A float32's bits as an int32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return int32(float32), codegen
+
+
+@numba.njit(**_JIT, inline="always")
+def _ordered_key(bits):
+    """Map float32 bits to int32 keys in the floats' order (negative floats' magnitude bits flipped): an
+    integer max over the keys is the float max, and LLVM vectorises integer max reductions, not float ones
+    (those need no-NaN fast-math). The map is its own inverse."""
+    return bits if bits >= 0 else bits ^ int32(0x7FFFFFFF)
+
+
+@numba.njit(**_JIT, inline="always")
+def _row_max(row):
+    """max of a float32 row, 16 lanes at a time. A positive NaN is the largest key, so it comes out; a
+    negative one (x86's default NaN, from inf - inf) does not, but it still turns the softmax row to NaN
+    through exp, and ``_softmax_row_`` checks the one case where it would not (every other entry -inf)."""
+    k = int32(-2147483648)
+    for j in range(row.shape[0]):
+        k = max(k, _ordered_key(_bits_from_float(row[j])))
+    return _float_from_bits(_ordered_key(k))
+
+
 @numba.njit(**_JIT, inline="always")
 def _exp(x0):
     x = min(max(x0, _EXP_LO), _EXP_HI)
@@ -148,11 +175,12 @@ def gelu_grad(g, x, out, tanh_approx):
 @numba.njit(**_JIT, inline="always")
 def _softmax_row_(row, masked_row_value):
     cols = row.shape[0]
-    m = row[0]
-    for j in range(1, cols):
-        m = max(m, row[j])
+    m = _row_max(row)
     if m == -np.inf:
-        row[:] = masked_row_value
+        has_nan = False
+        for j in range(cols):
+            has_nan |= row[j] != row[j]
+        row[:] = np.nan if has_nan else masked_row_value
         return
     z = _F(0.0)
     for j in range(cols):
@@ -201,9 +229,7 @@ def softmax_stats_rows(x, p, row_max, row_sum):
     cross-entropy needs for log-sum-exp)."""
     rows, cols = x.shape
     for i in range(rows):
-        m = x[i, 0]
-        for j in range(1, cols):
-            m = max(m, x[i, j])
+        m = _row_max(x[i])
         z = _F(0.0)
         for j in range(cols):
             e = _exp(x[i, j] - m)
@@ -229,27 +255,31 @@ def softmax_grad_rows(g, y, out):
 
 
 @numba.njit(**_JIT)
-def layer_norm(x, w, b, eps, out, xhat, rstd):
-    """Row-wise (x - mean) / sqrt(var + eps) * w + b for an (R, D) x; w, b of length D (ones/zeros when the
-    layer has none). Two passes over each row (mean, then variance of the centred row) keep float32 exact
-    enough for rows with a large mean."""
+def layer_norm(x, res, has_res, w, b, eps, out, xhat, rstd, keep_xhat):
+    """Row-wise (s - mean) / sqrt(var + eps) * w + b with s = x (+ res when ``has_res``: a residual added in
+    the same pass) for (R, D) arrays; w, b of length D (ones/zeros when the layer has none). Writes the
+    normalised rows to ``xhat`` when ``keep_xhat`` (backward needs them; inference does not). Two passes over
+    each row (mean, then variance of the centred row) keep float32 exact enough for rows with a large mean."""
     rows, d = x.shape
     inv_d = _F(1.0 / d)
     for i in range(rows):
         mean = _F(0.0)
         for j in range(d):
-            mean += x[i, j]
+            s = x[i, j] + res[i, j] if has_res else x[i, j]
+            out[i, j] = s
+            mean += s
         mean *= inv_d
         var = _F(0.0)
         for j in range(d):
-            c = x[i, j] - mean
-            xhat[i, j] = c
+            c = out[i, j] - mean
+            out[i, j] = c
             var += c * c
-        r = _ONE / math.sqrt(var * inv_d + eps)
+        r = _ONE / np.sqrt(var * inv_d + eps)  # np.sqrt keeps float32 (math.sqrt would give float64)
         rstd[i] = r
         for j in range(d):
-            h = xhat[i, j] * r
-            xhat[i, j] = h
+            h = out[i, j] * r
+            if keep_xhat:
+                xhat[i, j] = h
             out[i, j] = h * w[j] + b[j]
 
 
@@ -287,4 +317,4 @@ def adam_step(x, g, m, v, beta1, beta2, step_size, bc2_sqrt, eps, decay, l2, sig
         vi = beta2 * v[i] + (_ONE - beta2) * gi * gi
         m[i] = mi
         v[i] = vi
-        x[i] = x[i] * decay - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+        x[i] = x[i] * decay - step_size * mi / (np.sqrt(vi) / bc2_sqrt + eps)

@@ -35,6 +35,7 @@ from ..ops.attention import packed_self_attention
 from ..ops.join import cat
 from ..ops.linear import linear
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss
+from ..ops.normalization import add_layer_norm
 from ..tensor import Tensor
 from ..utils.checkpoint import checkpoint
 from .configuration import PretrainedConfig
@@ -69,6 +70,13 @@ def _activation(name: str) -> Module:
         raise ValueError(f"BertConfig: hidden_act '{name}' is not supported (supported: "
                          f"{', '.join(sorted(_ACTIVATIONS))})")
     return _ACTIVATIONS[name]()
+
+
+def _add_norm(norm: Module, x: Tensor, residual: Tensor) -> Tensor:
+    """``norm(x + residual)``; for nnforge's own LayerNorm the sum is formed inside its pass."""
+    if type(norm) is LayerNorm:
+        return add_layer_norm(x, residual, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return norm(x + residual)
 
 
 def _as_tensor(x: Any, like: Tensor) -> Tensor:
@@ -154,7 +162,7 @@ class BertSelfOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return _add_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
 
 
 class BertAttention(Module):
@@ -189,7 +197,7 @@ class BertOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return _add_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
 
 
 class BertLayer(Module):

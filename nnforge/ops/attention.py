@@ -58,13 +58,13 @@ class ScaledDotProductAttention(Function):
         self.key_len = _key_lengths(xp, mask, batch, k.shape[-2]) if self.chunked and trim_keys else None
         if self.key_len is not None:
             p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
-            out = xp.empty(batch + (q.shape[-2], v.shape[-1]), dtype=q.dtype)
+            out = _heads_inner_empty(xp, batch + (q.shape[-2], v.shape[-1]), q.dtype)
             if dropout_p > 0.0:
                 keep = self._dropout_mask(p, dropout_p)
             self.backend.parallel_for(n0, lambda sl: self._attend_items(sl, q, k, v, p, keep, out, kernels))
         elif self.chunked:
             p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
-            out = xp.empty(batch + (q.shape[-2], v.shape[-1]), dtype=q.dtype)
+            out = _heads_inner_empty(xp, batch + (q.shape[-2], v.shape[-1]), q.dtype)
             slice_mask = mask is not None and mask.ndim == len(batch) + 2 and mask.shape[0] == n0
             if dropout_p > 0.0:
                 keep = self._dropout_mask(p, dropout_p)
@@ -244,6 +244,16 @@ def _key_lengths(xp: Any, mask: Any, batch: tuple, S: int) -> Any:
     if not (keep == prefix).all() or not (keep | (m <= -1e30)).all():
         return None
     return lengths
+
+
+def _heads_inner_empty(xp: Any, shape: tuple, dtype: Any) -> Any:
+    """An uninitialised (B, H, L, E) array laid out as (B, L, H, E): models turn attention's output back
+    into (B, L, H * E) next, which is then a free reshape instead of a copy (the GEMMs write each head's
+    (L, E) block with row stride H * E, which BLAS takes as is). Other ranks: C order."""
+    if len(shape) != 4:
+        return xp.empty(shape, dtype=dtype)
+    b, h, n, e = shape
+    return xp.empty((b, n, h, e), dtype=dtype).transpose(0, 2, 1, 3)
 
 
 def _prefix_view(block: Any, n: int) -> Any:

@@ -40,22 +40,27 @@ def _row_blocks(r: int, d: int) -> list:
 
 class LayerNorm(Function):
     """Normalise over the trailing ``D`` elements of each row, then scale/shift: x viewed as (R, D).
+    With ``residual`` (x's shape) the rows normalised are x + residual, summed in the same pass (post-LN
+    blocks: ``LayerNorm(sublayer(h) + h)``), and both get the same gradient.
 
     Works on blocks of rows so that its ~6 passes per block hit the cache instead of main memory."""
     uses_inputs = False
 
-    def forward(self, x: Any, w: Any, b: Any, d: int, eps: float) -> Any:
+    def forward(self, x: Any, w: Any, b: Any, d: int, eps: float, residual: Any = None) -> Any:
         xp = self.backend.xp
-        x2 = x.reshape(-1, d)
-        r = x2.shape[0]
         self.x_shape = x.shape
         self.p_shape = x.shape[x.ndim - (w if w is not None else b).ndim:] if w is not None or b is not None \
             else None
-        self.kernels = self.backend.kernels_for(x2, w, b)
+        x2 = x.reshape(-1, d)
+        r2 = None if residual is None else residual.reshape(-1, d)
+        self.kernels = self.backend.kernels_for(x2, w, b, r2)
         if self.kernels is not None:
-            out, xhat, rstd = self.kernels.layer_norm(x2, w, b, eps)
+            out, xhat, rstd = self.kernels.layer_norm(x2, w, b, eps, r2, keep_xhat=self.records)
             self.saved = (xhat, rstd, w)
             return out.reshape(x.shape)
+        if r2 is not None:
+            x2 = x2 + r2
+        r = x2.shape[0]
         xhat = xp.empty_like(x2)
         rstd = xp.empty((r, 1), dtype=x.dtype)
         out, o2 = _like_shape(xp, x.shape, d, x.dtype)
@@ -85,11 +90,13 @@ class LayerNorm(Function):
         xhat, rstd, w = self.saved
         r, d = xhat.shape
         g2 = g.reshape(-1, d)
-        need_x, need_w, need_b = self.needs_input_grad[:3]
+        need_w, need_b = self.needs_input_grad[1:3]
+        # the residual, when there is one, gets x's gradient
+        need_x = self.needs_input_grad[0] or (len(self.needs_input_grad) > 5 and self.needs_input_grad[5])
         if self.kernels is not None:
             gx2, gw, gb = self.kernels.layer_norm_grad(g2, xhat, rstd, w, need_x)
-            return (None if gx2 is None else gx2.reshape(self.x_shape),
-                    gw.reshape(self.p_shape) if need_w else None, gb.reshape(self.p_shape) if need_b else None)
+            return self._grads(None if gx2 is None else gx2.reshape(self.x_shape), gw if need_w else None,
+                               gb if need_b else None)
         gw = xp.zeros(d, dtype=g.dtype) if need_w else None
         gb = xp.zeros(d, dtype=g.dtype) if need_b else None
         gx = gh = None
@@ -116,7 +123,15 @@ class LayerNorm(Function):
                 tmp += xp.matmul(ob, mean_vec)
                 ob -= tmp
                 ob *= rstd[sl]
-        return gx, None if gw is None else gw.reshape(self.p_shape), None if gb is None else gb.reshape(self.p_shape)
+        return self._grads(gx, gw, gb)
+
+    def _grads(self, gx: Any, gw: Any, gb: Any) -> tuple:
+        """The gradient tuple of (x, w, b, d, eps, residual): the residual's is x's (the same array; the
+        engine accumulates an array handed to two inputs without modifying it in place)."""
+        gw = None if gw is None else gw.reshape(self.p_shape)
+        gb = None if gb is None else gb.reshape(self.p_shape)
+        gres = gx if len(self.needs_input_grad) > 5 and self.needs_input_grad[5] else None
+        return (gx if self.needs_input_grad[0] else None), gw, gb, None, None, gres
 
 
 class RMSNorm(Function):
@@ -229,6 +244,19 @@ def layer_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = Non
     _check_norm_param("layer_norm", "weight", weight, shape)
     _check_norm_param("layer_norm", "bias", bias, shape)
     return LayerNorm.apply(input, weight, bias, math.prod(shape), float(eps))
+
+
+def add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Any, weight: Tensor | None = None,
+                   bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """``layer_norm(input + residual, ...)`` with the sum formed inside the normalisation's own pass (no
+    separate tensor for it): the residual connection of post-LN transformer blocks (BERT)."""
+    if tuple(residual.shape) != tuple(input.shape) or residual.dtype != input.dtype:
+        raise RuntimeError(f"add_layer_norm: residual of shape {tuple(residual.shape)} and dtype {residual.dtype} "
+                           f"must match the input's {tuple(input.shape)} and {input.dtype}")
+    shape = _normalized("add_layer_norm", input, normalized_shape)
+    _check_norm_param("add_layer_norm", "weight", weight, shape)
+    _check_norm_param("add_layer_norm", "bias", bias, shape)
+    return LayerNorm.apply(input, weight, bias, math.prod(shape), float(eps), residual)
 
 
 def rms_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
