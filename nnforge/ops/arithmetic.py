@@ -8,6 +8,7 @@ from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import promote, shape_of, unbroadcast
 from .cast import cast
+from .elision import reuse_target
 
 
 def _broadcast_error(op: str, a: Any, b: Any) -> RuntimeError:
@@ -222,17 +223,32 @@ class Remainder(Function):
 # -- functions (the Tensor operators call these) -------------------------------------------------------
 def add(a: Any, b: Any, alpha: Any = 1) -> Tensor:
     a, b = promote(a, b)
+    out = reuse_target("add", a, b) if alpha == 1 else None
+    if out is not None:
+        return _into(out, a, out.__iadd__, b)
     return Add.apply(a, b if alpha == 1 else b * alpha)
 
 
 def sub(a: Any, b: Any, alpha: Any = 1) -> Tensor:
     a, b = promote(a, b)
+    out = reuse_target("sub", a, b) if alpha == 1 else None
+    if out is not None:
+        return _into(out, a, out.__isub__, b)
     return Sub.apply(a, b if alpha == 1 else b * alpha)
 
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b = promote(a, b)
+    out = reuse_target("mul", a, b)
+    if out is not None:
+        return _into(out, a, out.__imul__, b)
     return Mul.apply(a, b)
+
+
+def _into(out: Any, a: Tensor, inplace_op: Any, b: Any) -> Tensor:
+    """The result of a binary op written into the temporary ``a``'s array (see ``elision``)."""
+    inplace_op(b.data if isinstance(b, Tensor) else b)
+    return Tensor._make(out, a._device)
 
 
 def div(a: Any, b: Any, rounding_mode: str | None = None) -> Tensor:
@@ -298,3 +314,4 @@ def floor_divide(a: Any, b: Any) -> Tensor:
 subtract = sub
 multiply = mul
 divide = div
+
