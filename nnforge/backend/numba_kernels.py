@@ -173,7 +173,8 @@ def gelu_grad(g, x, out, tanh_approx):
 
 
 @numba.njit(**_JIT, inline="always")
-def _softmax_row_(row, masked_row_value):
+def _softmax_row_(row, masked_row_value, scale):
+    """softmax(scale * row) in place, scale > 0 (attention folds 1/sqrt(d) in here instead of scaling q)."""
     cols = row.shape[0]
     m = _row_max(row)
     if m == -np.inf:
@@ -184,7 +185,7 @@ def _softmax_row_(row, masked_row_value):
         return
     z = _F(0.0)
     for j in range(cols):
-        e = _exp(row[j] - m)
+        e = _exp((row[j] - m) * scale)
         row[j] = e
         z += e
     inv = _ONE / z
@@ -198,15 +199,15 @@ def softmax_rows(x, out, masked_row_value):
     for i in range(x.shape[0]):
         row = out[i]
         row[:] = x[i]
-        _softmax_row_(row, masked_row_value)
+        _softmax_row_(row, masked_row_value, _ONE)
 
 
 @numba.njit(**_JIT)
-def softmax_rows_(p, masked_row_value):
-    """Softmax of each row of the (R, C) array ``p`` in place; a row whose entries are all -inf becomes
-    ``masked_row_value`` (0 for attention, NaN for torch.softmax)."""
+def softmax_rows_(p, masked_row_value, scale):
+    """Softmax of each row of the (R, C) array ``scale * p`` in place (scale > 0); a row whose entries are
+    all -inf becomes ``masked_row_value`` (0 for attention, NaN for torch.softmax)."""
     for i in range(p.shape[0]):
-        _softmax_row_(p[i], masked_row_value)
+        _softmax_row_(p[i], masked_row_value, scale)
 
 
 @numba.njit(**_JIT)
@@ -220,7 +221,7 @@ def masked_softmax_rows_(p, mask):
         mrow = mask[i % period]
         for j in range(cols):
             row[j] += mrow[j]
-        _softmax_row_(row, _F(0.0))
+        _softmax_row_(row, _F(0.0), _ONE)
 
 
 @numba.njit(**_JIT)

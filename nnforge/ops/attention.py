@@ -41,9 +41,7 @@ class ScaledDotProductAttention(Function):
                 trim_keys: bool = True) -> Any:
         xp = self.backend.xp
         self.mask_shape = None if mask is None else mask.shape
-        # scaling q (L x E) is cheaper than the scores (L x S), and makes dk need no rescale; C order (``q * scale``
-        # would keep a strided view's memory order)
-        q = xp.multiply(q, q.dtype.type(scale), out=xp.empty(q.shape, dtype=q.dtype))
+        self.scale = scale
         qk_batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2])
         batch = xp.broadcast_shapes(qk_batch, v.shape[:-2], () if mask is None else mask.shape[:-2])
         n0 = batch[0] if batch else 1
@@ -51,11 +49,17 @@ class ScaledDotProductAttention(Function):
         # enlarge the scores' batch shape
         self.chunked = batch == qk_batch and n0 > 1 and all(a.ndim == len(batch) + 2 and a.shape[0] == n0
                                                               for a in (q, k, v))
-        kernels = self.backend.kernels_for(q)
+        kernels = self.backend.kernels_for(xp.empty(0, dtype=q.dtype))
         keep = None
         # a key-padding mask: each item attends to a prefix of the keys only, so its GEMMs and softmax can skip
         # the rest (their probabilities are exactly 0); not when the mask needs a gradient (it needs every score)
         self.key_len = _key_lengths(xp, mask, batch, k.shape[-2]) if self.chunked and trim_keys else None
+        # the compiled softmax takes the scale on the key-trimmed path; elsewhere q is scaled once (L x E is
+        # cheaper than the L x S scores, and then dk needs no rescale), in C order (``q * scale`` would keep a
+        # strided view's memory order)
+        self.q_scaled = self.key_len is None or kernels is None or scale <= 0
+        if self.q_scaled:
+            q = xp.multiply(q, q.dtype.type(scale), out=xp.empty(q.shape, dtype=q.dtype))
         if self.key_len is not None:
             p = xp.empty(batch + (q.shape[-2], k.shape[-2]), dtype=q.dtype)
             out = _heads_inner_empty(xp, batch + (q.shape[-2], v.shape[-1]), q.dtype)
@@ -86,8 +90,7 @@ class ScaledDotProductAttention(Function):
                 keep = self._dropout_mask(p, dropout_p)
                 pd = self._dropped(p, keep)
             out = xp.matmul(pd, v)
-        self.saved = (q, k, v, p, keep, out)  # q is the scaled query
-        self.scale = scale
+        self.saved = (q, k, v, p, keep, out)  # q is the scaled query unless not self.q_scaled
         return out
 
     def _attend_items(self, sl: slice, q: Any, k: Any, v: Any, p: Any, keep: Any, out: Any, kernels: Any) -> None:
@@ -97,9 +100,12 @@ class ScaledDotProductAttention(Function):
         for i in range(sl.start, sl.stop):
             n = int(self.key_len[i])
             ps = _prefix_view(p[i], n)
-            # k and v straight from their (strided) views: BLAS reads rows at any stride, and a copy measured slower
+            # q, k and v straight from their (strided) views: BLAS reads rows at any stride, and a copy measured slower
             xp.matmul(q[i], k[i, ..., :n, :].swapaxes(-1, -2), out=ps)
-            self._softmax_(ps, None, kernels, True)
+            if self.q_scaled:
+                self._softmax_(ps, None, kernels, True)
+            else:
+                kernels.softmax_(ps, masked_rows_zero=True, serial=True, scale=self.scale)
             pd = ps if keep is None else self._dropped(ps, _prefix_view(keep[i], n))
             xp.matmul(pd, v[i, ..., :n, :], out=out[i])
 
@@ -127,6 +133,8 @@ class ScaledDotProductAttention(Function):
             out[0] *= self.scale
         if need[1]:
             _matmul_into(xp, ds.swapaxes(-1, -2), q, out[1][..., :n, :])
+            if not self.q_scaled:
+                out[1][..., :n, :] *= self.scale
             out[1][..., n:, :] = 0
 
     def _dropout_mask(self, p: Any, dropout_p: float) -> Any:
