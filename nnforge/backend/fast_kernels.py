@@ -13,7 +13,7 @@ import numpy as np
 from . import numba_kernels as nk
 
 _PARALLEL_MIN = 1 << 15  # elements: below this, handing work to other threads costs more than it saves
-_DIRECT_MAX_C = 4  # convolutions of inputs with at most this many channels use direct loops, not im2col + GEMM
+_COLS_T_MAX_C = 4  # convolutions of inputs with at most this many channels use the transposed im2col matrix
 _CONV_ROWS = 1024  # im2col rows per chunk of a convolution (a few images: the scratch stays in cache)
 
 
@@ -67,13 +67,14 @@ class FastKernels:
         self._split(x2.shape[0], x2.size, lambda sl: nk.softmax_rows(x2[sl], o2[sl], fill))
         return out
 
-    def softmax_(self, p: np.ndarray, masked_rows_zero: bool = False, serial: bool = False) -> np.ndarray:
-        """Softmax over the last axis of ``p`` in place; returns ``p``. Rows of -inf become 0 with
-        ``masked_rows_zero`` (attention), else NaN (as torch.softmax gives). ``serial``: on the calling
+    def softmax_(self, p: np.ndarray, masked_rows_zero: bool = False, serial: bool = False,
+                 scale: float = 1.0) -> np.ndarray:
+        """Softmax over the last axis of ``scale * p`` (scale > 0) in place; returns ``p``. Rows of -inf become
+        0 with ``masked_rows_zero`` (attention), else NaN (as torch.softmax gives). ``serial``: on the calling
         thread only (inside ``backend.parallel_for``)."""
         p2 = p.reshape(-1, p.shape[-1])
-        fill = np.float32(0.0 if masked_rows_zero else np.nan)
-        self._split(p2.shape[0], p2.size, lambda sl: nk.softmax_rows_(p2[sl], fill), serial)
+        fill, s = np.float32(0.0 if masked_rows_zero else np.nan), np.float32(scale)
+        self._split(p2.shape[0], p2.size, lambda sl: nk.softmax_rows_(p2[sl], fill, s), serial)
         return p
 
     @staticmethod
@@ -149,12 +150,21 @@ class FastKernels:
     # -- recurrent layers (numba_rnn_kernels): one timestep minus its GEMM; the ops loop over time ---------
     @property
     def lstm_forward_step(self) -> Callable:
-        """The compiled ``lstm_forward_step(gates, rec, bias, c_prev, c, tanh_c, h)`` on (B, 4H) / (B, H)
-        C-contiguous float32 rows, gates in torch's order (i, f, g, o): ``gates`` (the step's input projection)
-        becomes the activated gates; writes ``c``, ``tanh_c``, ``h``. Returned as is (no wrapper frame per
-        timestep)."""
+        """The compiled ``lstm_forward_step(gates, rec_t, bias, c_prev, c, tanh_c, h)`` on (B, 4H) / (B, H)
+        C-contiguous float32 rows, gates in torch's order (i, f, g, o), ``rec_t`` = W_hh h_prev^T (4H, B):
+        ``gates`` (the step's input projection) becomes the activated gates; writes ``c``, ``tanh_c``, ``h``.
+        Returned as is (no wrapper frame per timestep)."""
         from . import numba_rnn_kernels as rk
         return rk.lstm_forward_step
+
+    def blas_thread_limit(self) -> int:
+        """The threads NumPy's BLAS may use now (threadpoolctl's view; the backend's core count without it).
+        The recurrent layers split their batch into at most this many shares, so that a BLAS limit of 1
+        (``threadpool_limits(1)``, ``benchmarks --threads 1``) keeps their time loop on one thread as well."""
+        from .numpy_backend import _blas_controller
+        ctl = _blas_controller()
+        limits = [lib.num_threads for lib in ctl.lib_controllers if lib.user_api == "blas"] if ctl else []
+        return max(limits) if limits else self.backend.num_threads
 
     @property
     def lstm_backward_step(self) -> Callable:
@@ -178,34 +188,36 @@ class FastKernels:
         """Convolution of x4 (N, H, W, C) with wm (kh*kw*C, O) [+ b (O,)] -> (out (N, Ho, Wo, O) C-contiguous,
         the input as read: x4 or its channels-last copy, which ``conv2d_grad`` reads faster).
         ``geom`` = (kh, kw, sh, sw, dh, dw, ph, pw, Ho, Wo). Per core, a few images at a time: their im2col
-        rows are written into a scratch buffer that stays in cache, and one GEMM writes their output rows."""
+        rows are written into a scratch buffer that stays in cache, and one GEMM writes their output rows;
+        with a bias, im2col adds a column of ones and the GEMM a row ``b``, so the bias costs no extra pass."""
         from . import numba_conv_kernels as ck
         kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = geom
         n, r = x4.shape[0], ho * wo
         k, o = wm.shape
+        if b is not None:
+            wm = np.concatenate([wm, np.asarray(b, np.float32).reshape(1, o)])
+        wm = np.ascontiguousarray(wm)
+        ones = b is not None
         out = np.empty((n, ho, wo, o), np.float32)
         nb = max(1, _CONV_ROWS // r)
-        bias = None if b is None else np.asarray(b, np.float32)
-
-        if x4.shape[3] <= _DIRECT_MAX_C:  # few input channels: K too short for a GEMM, a direct loop instead
-            b0 = np.zeros(o, np.float32) if bias is None else bias
-            self._split(n, out.size, lambda sl: ck.conv_direct(x4[sl], wm, b0, out[sl], kh, kw, sh, sw, dh, dw, ph,
-                                                               pw))
-            return out, x4
-
-        if not x4.flags.c_contiguous:
+        if not x4.flags.c_contiguous and x4.shape[3] > 1:
             x4 = np.ascontiguousarray(x4)  # one transposing copy, so that im2col reads runs of C values
 
         def share(sl: slice) -> None:
-            cols = np.empty((min(nb, sl.stop - sl.start) * r, k), np.float32)
+            if x4.shape[3] <= _COLS_T_MAX_C:  # few channels: the transposed im2col matrix, per image
+                ct = np.empty((min(nb, sl.stop - sl.start), k + ones, r), np.float32)
+                ct[:, k:] = 1.0
+                for s in range(sl.start, sl.stop, nb):
+                    e = min(s + nb, sl.stop)
+                    ck.im2col_t(x4[s:e], ct, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+                    np.matmul(ct[:e - s].transpose(0, 2, 1), wm, out=out[s:e].reshape(e - s, r, o))
+                return
+            cols = np.empty((min(nb, sl.stop - sl.start) * r, k + ones), np.float32)
             for s in range(sl.start, sl.stop, nb):
                 e = min(s + nb, sl.stop)
                 c = cols[:(e - s) * r]
-                ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
-                res = out[s:e].reshape(-1, o)
-                np.matmul(c, wm, out=res)
-                if bias is not None:
-                    res += bias
+                ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo, ones)
+                np.matmul(c, wm, out=out[s:e].reshape(-1, o))
 
         self._per_core(n, share)
         return out, x4
@@ -213,8 +225,8 @@ class FastKernels:
     def conv2d_grad(self, x4: Any, wm: np.ndarray, g4: np.ndarray, in_shape: tuple, geom: tuple,
                     need_x: bool, need_w: bool, need_b: bool) -> tuple:
         """Gradients of ``conv2d``: g4 (N, Ho, Wo, O) any layout -> (gx (N, H, W, C) or None,
-        gw (kh*kw*C, O) or None, gb (O,) or None); the im2col rows are recomputed per chunk (in cache).
-        Inputs with few channels get the weight and bias gradients from a direct loop instead."""
+        gw (kh*kw*C, O) or None, gb (O,) or None). The im2col rows are recomputed per chunk (in cache), with
+        the column of ones when the bias needs a gradient too: its row of the weight-gradient GEMM is gb."""
         from . import numba_conv_kernels as ck
         kh, kw, sh, sw, dh, dw, ph, pw, ho, wo = geom
         n, r = g4.shape[0], ho * wo
@@ -222,40 +234,47 @@ class FastKernels:
         gx = np.empty(in_shape, np.float32) if need_x else None
         wt = np.ascontiguousarray(wm.T) if need_x else None
         nb = max(1, _CONV_ROWS // r)
-        direct = in_shape[3] <= _DIRECT_MAX_C
+        ones = need_w and need_b
+        small = need_w and x4.shape[3] <= _COLS_T_MAX_C
         partial: list = []
 
         def share(sl: slice) -> None:
             m = min(nb, sl.stop - sl.start) * r
-            cols = np.empty((m, k), np.float32) if need_x or (need_w and not direct) else None
-            gw = np.zeros((k, o), np.float32)
-            tmp = np.empty((k, o), np.float32)
-            gb = np.zeros(o, np.float32)
-            if direct and (need_w or need_b):
-                xs = x4[sl] if need_w else np.zeros((sl.stop - sl.start, 1, 1, 1), np.float32)
-                ck.conv_direct_grad_w(xs, g4[sl], gw, gb, need_w, need_b, kh, kw, sh, sw, dh, dw, ph, pw)
-            if not direct or need_x:
-                for s in range(sl.start, sl.stop, nb):
-                    e = min(s + nb, sl.stop)
-                    gch = np.ascontiguousarray(g4[s:e]).reshape(-1, o)
-                    if need_b and not direct:
-                        gb += gch.sum(axis=0)
-                    if need_w and not direct:
-                        c = cols[:(e - s) * r]
-                        ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
-                        np.matmul(c.T, gch, out=tmp)
-                        gw += tmp
-                    if need_x:
-                        c = cols[:(e - s) * r]
-                        np.matmul(gch, wt, out=c)
-                        ck.col2im(c, gx[s:e], kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+            if need_w and small:
+                cols = np.empty((m // r, k + ones, r), np.float32)
+                cols[:, k:] = 1.0
+            else:
+                cols = np.empty((m, k + ones), np.float32) if need_w else None
+            gcols = np.empty((m, k), np.float32) if need_x else None
+            gw = np.zeros((k + ones, o), np.float32) if need_w else None
+            tmp = np.empty_like(gw) if need_w else None
+            gb = np.zeros(o, np.float32) if need_b and not ones else None
+            for s in range(sl.start, sl.stop, nb):
+                e = min(s + nb, sl.stop)
+                gch = np.ascontiguousarray(g4[s:e]).reshape(-1, o)
+                if gb is not None:
+                    gb += gch.sum(axis=0)
+                if need_w and small:
+                    ck.im2col_t(x4[s:e], cols, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
+                    gw += np.matmul(cols[:e - s], gch.reshape(e - s, r, o)).sum(axis=0)
+                elif need_w:
+                    c = cols[:(e - s) * r]
+                    ck.im2col(x4[s:e], c, kh, kw, sh, sw, dh, dw, ph, pw, ho, wo, ones)
+                    np.matmul(c.T, gch, out=tmp)
+                    gw += tmp
+                if need_x:
+                    c = gcols[:(e - s) * r]
+                    np.matmul(gch, wt, out=c)
+                    ck.col2im(c, gx[s:e], kh, kw, sh, sw, dh, dw, ph, pw, ho, wo)
             partial.append((gw, gb))  # list.append is atomic under the GIL
 
         self._per_core(n, share)
         gw = gb = None
         if need_w:
             gw = partial[0][0] if len(partial) == 1 else np.sum([p[0] for p in partial], axis=0)
-        if need_b:
+            if ones:
+                gw, gb = gw[:k], gw[k]
+        if need_b and not ones:
             gb = partial[0][1] if len(partial) == 1 else np.sum([p[1] for p in partial], axis=0)
         return gx, gw, gb
 
