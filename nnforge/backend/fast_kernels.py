@@ -150,10 +150,11 @@ class FastKernels:
     # -- recurrent layers (numba_rnn_kernels): one timestep minus its GEMM; the ops loop over time ---------
     @property
     def lstm_forward_step(self) -> Callable:
-        """The compiled ``lstm_forward_step(gates, rec_t, bias, c_prev, c, tanh_c, h)`` on (B, 4H) / (B, H)
-        C-contiguous float32 rows, gates in torch's order (i, f, g, o), ``rec_t`` = W_hh h_prev^T (4H, B):
-        ``gates`` (the step's input projection) becomes the activated gates; writes ``c``, ``tanh_c``, ``h``.
-        Returned as is (no wrapper frame per timestep)."""
+        """The compiled ``lstm_forward_step(pre_t, bias, gates, c_prev, c, tanh_c, h, xh_next, x_cols,
+        has_next)`` on C-contiguous float32 rows, gates in torch's order (i, f, g, o): from the step's GEMM
+        ``pre_t`` = [W_ih | W_hh] [x_t | h_prev]^T (4H, B) writes the activated ``gates`` (B, 4H), ``c``,
+        ``tanh_c``, ``h`` (B, H) and ``h`` into ``xh_next[:, x_cols:]``. Returned as is (no wrapper frame per
+        timestep)."""
         from . import numba_rnn_kernels as rk
         return rk.lstm_forward_step
 
@@ -278,34 +279,30 @@ class FastKernels:
             gb = partial[0][1] if len(partial) == 1 else np.sum([p[1] for p in partial], axis=0)
         return gx, gw, gb
 
-    def max_pool2d(self, x4: np.ndarray, geom: tuple, c_inner: bool) -> tuple:
-        """Max pooling of x4 (N, H, W, C) -> (out (N, C, Ho, Wo) C-contiguous, winning offsets (N, Ho, Wo, C)
-        view, uint8 or int32). ``geom`` as ``pooling._pool_geom``; ``c_inner`` when x is channels-last."""
+    def max_pool2d(self, x4: np.ndarray, geom: tuple) -> tuple:
+        """Max pooling of a channels-last x4 (N, H, W, C) C-contiguous -> (out (N, C, Ho, Wo) C-contiguous,
+        winning kernel offsets (N, Ho, Wo, C), uint8 or int32). ``geom`` as ``pooling._pool_geom``."""
         from . import numba_conv_kernels as ck
         (kh, kw), (sh, sw), (dh, dw), (ph, pw), (ho, wo), _ = geom
         n, c = x4.shape[0], x4.shape[3]
         out = np.empty((n, c, ho, wo), np.float32)
-        dt = np.uint8 if kh * kw < 256 else np.int32
-        idx = np.empty((n, ho, wo, c), dt) if c_inner else np.empty((n, c, ho, wo), dt).transpose(0, 2, 3, 1)
+        idx = np.empty((n, ho, wo, c), np.uint8 if kh * kw < 256 else np.int32)
         o4 = out.transpose(0, 2, 3, 1)
-        self._split(n, x4.size, lambda sl: ck.max_pool(x4[sl], o4[sl], idx[sl], kh, kw, sh, sw, dh, dw, ph, pw,
-                                                       c_inner))
+        self._split(n, x4.size, lambda sl: ck.max_pool(x4[sl], o4[sl], idx[sl], kh, kw, sh, sw, dh, dw, ph, pw))
         return out, idx
 
-    def max_pool2d_grad(self, g4: np.ndarray, idx: np.ndarray, in_hw: tuple, geom: tuple, c_inner: bool) -> Any:
-        """Gradient of ``max_pool2d``: g4 (N, Ho, Wo, C) any layout -> dx (N, C, H, W) in the input's layout."""
+    def max_pool2d_grad(self, g4: np.ndarray, idx: np.ndarray, in_hw: tuple, geom: tuple) -> Any:
+        """Gradient of ``max_pool2d``: g4 (N, Ho, Wo, C) any layout -> dx (N, C, H, W), channels-last."""
         from . import numba_conv_kernels as ck
-        (_, kw), (sh, sw), (dh, dw), (ph, pw), _, _ = geom
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw), (ho, wo), _ = geom
         n, c = g4.shape[0], g4.shape[3]
         h, w = in_hw
-        dx4 = np.empty((n, h, w, c), np.float32) if c_inner else \
-            np.empty((n, c, h, w), np.float32).transpose(0, 2, 3, 1)
-        kh = geom[0][0]
-        if c_inner and (sh, sw, dh, dw, ph, pw) == (kh, kw, 1, 1, 0, 0) and (h, w) == (geom[4][0] * kh, geom[4][1] * kw):
+        dx4 = np.empty((n, h, w, c), np.float32)
+        if (sh, sw, dh, dw, ph, pw) == (kh, kw, 1, 1, 0, 0) and (h, w) == (ho * kh, wo * kw):
             self._split(n, dx4.size, lambda sl: ck.max_pool_grad_tiled(g4[sl], idx[sl], dx4[sl], kh, kw))
         else:
             self._split(n, dx4.size, lambda sl: ck.max_pool_grad(g4[sl], idx[sl], dx4[sl], kw, sh, sw, dh, dw, ph,
-                                                                 pw, c_inner))
+                                                                 pw))
         return dx4.transpose(0, 3, 1, 2)
 
     @staticmethod

@@ -10,6 +10,13 @@ Elementwise ops keep that layout, and the next convolution (or pooling) reads it
 Backward: grad_weight = cols^T @ grad_out (cols kept from forward only when the weight needs a gradient),
 grad_input = col2im(grad_out @ W^T), accumulated with one strided add per kernel offset (kh*kw adds).
 conv1d is conv2d with H = 1.
+
+Compiled path (float32, groups = 1, numba installed; ``backend.kernels_for``): no padded copy and no whole
+im2col matrix. Per core, a few images at a time: compiled im2col writes their rows into a scratch buffer that
+stays in cache (with a column of ones, so that the GEMM also adds the bias) and one GEMM writes their output
+rows. Backward recomputes each chunk's im2col for the weight gradient (only the input is kept, not the
+columns), and col2im is a compiled scatter-add. Inputs with at most 4 channels (the first layer) use the
+transposed im2col matrix, whose writes run along output rows instead of over a handful of channels.
 """
 from __future__ import annotations
 
@@ -37,6 +44,15 @@ class Conv(Function):
         Hp, Wp = H + pt + pb, W + pl + pr
         Ho, Wo = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
         M = N * Ho * Wo
+        kernels = self.backend.kernels_for(w, b) if G == 1 and x.dtype == w.dtype else None
+        if kernels is not None:  # compiled im2col per few images, in cache, each followed by its GEMM
+            self.geom = (N, C, H, W, O, Cg, kh, kw, G, Ho, Wo, Hp, Wp, stride, dilation, padding)
+            self.fast = (kernels, (kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo))
+            wm = xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(K, O))  # (kh*kw*C, O), rows (i, j, c)
+            out, x4 = kernels.conv2d(x.transpose(0, 2, 3, 1), wm, b, self.fast[1])
+            self.saved = (x4 if keep_cols else None, wm)
+            out = out.transpose(0, 3, 1, 2)
+            return out[:, :, 0, :] if one_d else out
 
         xh = x.transpose(0, 2, 3, 1)  # (N, H, W, C): free when x is channels-last in memory
         if pt or pb or pl or pr:
@@ -82,6 +98,8 @@ class Conv(Function):
         return [a[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
                 for i in range(kh) for j in range(kw)]
 
+    fast = None  # (kernels, geometry) when forward took the compiled path
+
     def backward(self, g: Any) -> tuple:
         xp = self.backend.xp
         cols, wm = self.saved
@@ -90,6 +108,18 @@ class Conv(Function):
         need_x, need_w, need_b = self.needs_input_grad
         if self.one_d:
             g = g[:, :, None, :]
+        if self.fast is not None:
+            kernels, fgeom = self.fast
+            gx, gw, gb = kernels.conv2d_grad(cols, wm, g.astype(xp.float32, copy=False).transpose(0, 2, 3, 1),
+                                             (N, H, W, C), fgeom, need_x, need_w, need_b)
+            if gw is not None:
+                gw = xp.ascontiguousarray(gw.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))
+            if gx is not None:
+                gx = gx.transpose(0, 3, 1, 2)
+            if self.one_d:
+                gx = None if gx is None else gx[:, :, 0, :]
+                gw = None if gw is None else gw[:, :, 0, :]
+            return gx, gw, gb
         gh = g.transpose(0, 2, 3, 1).reshape(M, G, Og)  # free when g is channels-last (it usually is)
         gx = gw = gb = None
         if need_b:

@@ -121,11 +121,16 @@ class Relu(Function):
     uses_inputs, uses_output = False, True
 
     def forward(self, a: Any) -> Any:
-        self.saved = out = self.backend.xp.maximum(a, 0)
+        kernels = self.backend.kernels_for()  # one compiled pass in a's layout (None: NumPy's maximum)
+        out = kernels.relu(a) if kernels is not None else None
+        self.saved = out = self.backend.xp.maximum(a, 0) if out is None else out
         return out
 
     def backward(self, g: Any) -> Any:
-        return g * (self.saved > 0)
+        kernels = self.backend.kernels_for()
+        gx = kernels.relu_grad(g, self.saved) if kernels is not None else None
+        # torch's rule: zero where the output is <= 0, so a NaN output passes its gradient through
+        return g * ~(self.saved <= 0) if gx is None else gx
 
 
 class Erf(Function):

@@ -4,6 +4,9 @@ Max and average pooling loop over the kernel offsets (kh*kw strided views of the
 pixels. Max pooling keeps the winning offset per output (uint8) for backward; like torch, the first maximum
 of a window wins ties and NaN propagates. Work happens in the input's memory layout (channels-last after a
 convolution); outputs are returned contiguous NCHW, so ``view(N, -1)`` after pooling works as in torch.
+Max pooling of a channels-last float32 input (a convolution's output) runs as one compiled pass forward and
+one backward (``numba_conv_kernels``: bounds checks instead of a padded copy; windows that tile the input
+write the gradient without a zeroing pass), with the same rules and the same saved offsets.
 Adaptive average pooling is a GEMM with a (H*W, Ho*Wo) averaging matrix built from torch's bins
 ``[floor(i*H/Ho), ceil((i+1)*H/Ho))``, so output sizes that do not divide the input are exact too.
 """
@@ -75,6 +78,14 @@ class MaxPool(_Pool):
     def forward(self, x: Any, geom: tuple, need_grad: bool, indices_out: list | None = None) -> Any:
         xp = self.backend.xp
         x = self._setup(x, geom)
+        x4 = x.transpose(0, 2, 3, 1)
+        kernels = self.backend.kernels_for(x4) if x4.flags.c_contiguous else None  # channels-last memory
+        if kernels is not None:  # one compiled pass, no padded copy
+            out, idx = kernels.max_pool2d(x4, geom)
+            self.saved = (kernels, idx) if need_grad else None
+            if indices_out is not None:
+                indices_out.append(self._flat_indices(xp, idx.transpose(0, 3, 1, 2)))
+            return out[:, :, 0, :] if self.one_d else out
         k, s, d, pad, out_hw, size = geom
         views = _windows(_padded(xp, x, pad, size, -float("inf")), k, s, d, out_hw)
         out = views[0].copy(order="K")
@@ -83,7 +94,7 @@ class MaxPool(_Pool):
         if need_grad or indices_out is not None:
             idx = self._argmax(xp, views, out)
             if need_grad:
-                self.saved = idx
+                self.saved = (None, idx)
             if indices_out is not None:
                 indices_out.append(self._flat_indices(xp, idx))
         return self._finish(xp, out)
@@ -125,10 +136,14 @@ class MaxPool(_Pool):
 
     def backward(self, g: Any) -> Any:
         xp = self.backend.xp
-        idx = self.saved
+        kernels, idx = self.saved
         k, s, d, _, out_hw, size = self.geom
         if self.one_d:
             g = g[:, :, None, :]
+        if kernels is not None:
+            dx = kernels.max_pool2d_grad(g.astype(xp.float32, copy=False).transpose(0, 2, 3, 1), idx,
+                                         self.in_shape[2:], self.geom)
+            return dx[:, :, 0, :] if self.one_d else dx
         g = _like(xp, g, idx)
         N, C = self.in_shape[:2]
         dx = xp.zeros_like(idx, dtype=g.dtype, shape=(N, C) + size)
