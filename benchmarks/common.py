@@ -45,15 +45,24 @@ def time_call(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
+SETTLE_S = 0.02  # idle time before each timed block (see compare)
+
+
 def compare(nf_fn: Callable[[], object], torch_fn: Callable[[], object], number: int = 10,
             repeats: int = 7, warmup: int = 2) -> tuple[float, float]:
-    """Median seconds per call for nnforge and PyTorch, alternating repeats."""
+    """Median seconds per call for nnforge and PyTorch, alternating repeats. Each timed block starts after
+    ``SETTLE_S`` of idle time, for both frameworks alike: the worker threads of the one timed before (torch's
+    OpenMP threads, OpenBLAS's) keep spinning for a few ms after it returns and would otherwise take a core
+    from the start of the other's block (measured: the LSTM step 64-65 ms after a pause, 71 ms right after
+    a torch step)."""
     for _ in range(warmup):
         nf_fn()
         torch_fn()
     nf_times, torch_times = [], []
     for _ in range(repeats):
+        time.sleep(SETTLE_S)
         nf_times.append(time_call(nf_fn, number))
+        time.sleep(SETTLE_S)
         torch_times.append(time_call(torch_fn, number))
     return statistics.median(nf_times), statistics.median(torch_times)
 

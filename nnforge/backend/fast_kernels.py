@@ -167,6 +167,15 @@ class FastKernels:
         limits = [lib.num_threads for lib in ctl.lib_controllers if lib.user_api == "blas"] if ctl else []
         return max(limits) if limits else self.backend.num_threads
 
+    @staticmethod
+    def embedding_grad(idx: np.ndarray, g2: np.ndarray, rows: int) -> np.ndarray:
+        """Gradient (rows, D) of an embedding table from the flat integer indices (N,) and the output grad
+        (N, D), float32: one pass in index order (bit for bit what sort + ``add.reduceat`` gives)."""
+        from . import numba_rnn_kernels as rk
+        gw = np.zeros((rows, g2.shape[1]), np.float32)
+        rk.embedding_grad_(np.ascontiguousarray(idx), np.ascontiguousarray(g2), gw)
+        return gw
+
     @property
     def lstm_backward_step(self) -> Callable:
         """The compiled ``lstm_backward_step(g_out, dh_rec, dc, gates, c_prev, tanh_c, dpre, dbias)``: the

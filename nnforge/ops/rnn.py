@@ -14,8 +14,18 @@ so the hidden state preceding time ``t`` (``h_prev``) is row ``t`` (forward) or 
 of them form a view (the copy of ``h_0`` passes its gradient on to ``h_0``). ``unpack`` turns the packed tensor
 into ``(output, h_n[, c_n])`` tensors.
 
-Sigmoids are computed as ``0.5 * tanh(0.5 * a) + 0.5`` (one transcendental pass, no overflow), with the 0.5
-folded into internal copies of the weights so each step needs a single ``tanh`` over its gates.
+LSTM has a compiled path (float32, numba installed; ``backend.kernels_for``): per step one GEMM
+``[W_ih | W_hh] @ [x_t | h_prev]^T`` (input projection included) and one kernel
+(``backend/numba_rnn_kernels.py``) that does the bias, the gate activations and the cell and hidden state in
+one pass, and the matching kernel in backward (which also sums the bias grad). Batch rows never
+interact, so each core runs the whole time loop over its own share of the batch with single-threaded BLAS:
+the shares meet once per layer instead of at every step's small GEMM (on a busy 2-core machine, BLAS threads
+meeting 128 times per layer made a training step several times slower). The NumPy path below stays for
+float64, for ``NNFORGE_FAST_KERNELS=0`` and for machines without numba; the tests run both.
+
+On the NumPy path sigmoids are computed as ``0.5 * tanh(0.5 * a) + 0.5`` (one transcendental pass, no
+overflow), with the 0.5 folded into internal copies of the weights so each step needs a single ``tanh`` over
+its gates.
 Gate layouts follow torch: LSTM rows (i, f, g, o), GRU rows (r, z, n).
 """
 from __future__ import annotations
@@ -24,6 +34,8 @@ from typing import Any
 
 from ..autograd.function import Function
 from ..tensor import Tensor
+
+_MIN_SHARE_ROWS = 8  # fewest batch rows per core's share in the compiled LSTM path
 
 
 class _Layer(Function):
@@ -142,6 +154,10 @@ class LSTMLayer(_Layer):
         xp = self.backend.xp
         H = self._check(x, w_ih, w_hh, b_ih, (h0, c0))
         T, B, _ = x.shape
+        k = self.backend.kernels_for(w_ih, w_hh, b_ih, b_hh)
+        self.fast = k is not None
+        if k is not None:
+            return self._forward_fast(k, x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse, H)
         # internal gate order (i, f, o, g) so the sigmoid gates are contiguous; their rows are pre-scaled by 0.5
         perm = xp.concatenate([xp.arange(2 * H), xp.arange(3 * H, 4 * H), xp.arange(2 * H, 3 * H)])
         scale = xp.ones((4 * H, 1), dtype=x.dtype)
@@ -173,7 +189,130 @@ class LSTMLayer(_Layer):
         self.args = (reverse, b_ih is not None)
         return buf
 
+    def _forward_fast(self, k: Any, x: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any, h0: Any, c0: Any,
+                      reverse: bool, H: int) -> Any:
+        """Compiled path: per step one GEMM ``[W_ih | W_hh] @ [x_t | h_prev]^T`` (the input projection rides
+        along, so no projection of all steps is written out and read back cold) and one kernel for everything
+        else (bias, gate activations, cell and hidden state), gates in torch's order.
+
+        Batch rows never interact, so each core runs the whole time loop over its own share of the batch
+        (``_shares``), in arrays of its own: ``xh`` (T, n, I + H) holds each step's ``[x_t | h_prev]`` row,
+        so that backward's weight grads for the share are one GEMM on the same core."""
+        xp = self.backend.xp
+        T, B, I = x.shape
+        G = 4 * H
+        w_cat = xp.concatenate([w_ih, w_hh], axis=1)  # (4H, I + H)
+        bias = xp.zeros(G, dtype=x.dtype) if b_ih is None else b_ih + b_hh
+        steps = self._steps(T, reverse)
+        # (t, row of h_t, row of h_prev, the next step's t, whether there is one): h_t also goes into xh[next]
+        plan = [(t, row, prev, steps[i + 1][0] if i + 1 < T else t, i + 1 < T)
+                for i, (t, row, prev) in enumerate(steps)]
+        buf = self._buffer(x, h0, H, 1, reverse)
+        shares = self._shares(k, B)
+        parts: list = [None] * len(shares)
+        step = k.lstm_forward_step
+        first, last = (T, 0) if reverse else (0, T)  # rows of the initial and the final state
+
+        def run(s: int) -> None:
+            sl = shares[s]
+            n = sl.stop - sl.start
+            xh = xp.empty((T, n, I + H), dtype=x.dtype)
+            xh[:, :, :I] = x[:, sl]
+            if T:
+                xh[steps[0][0], :, I:] = buf[first, sl]
+            gates = xp.empty((T, n, G), dtype=x.dtype)
+            cbuf = xp.empty((T + 1, n, H), dtype=x.dtype)  # cell states, packed like the hidden states
+            cbuf[first] = 0 if c0 is None else c0[sl]
+            tanh_c = xp.empty((T, n, H), dtype=x.dtype)
+            pre_t = xp.empty((G, n), dtype=x.dtype)
+            for t, row, prev, nxt, has_next in plan:
+                xp.matmul(w_cat, xh[t].T, out=pre_t)
+                step(pre_t, bias, gates[t], cbuf[prev], cbuf[row], tanh_c[t], buf[row, sl], xh[nxt], I, has_next)
+            buf[T + 1, sl] = cbuf[last]
+            parts[s] = (xh, gates, cbuf, tanh_c)
+
+        self._run_shares(shares, run)
+        self.saved = (w_ih, w_hh, parts)
+        self.args = (reverse, b_ih is not None, shares, x.dtype)
+        return buf
+
+    def _shares(self, k: Any, B: int) -> list:
+        """The batch rows each core takes (slices): one share per core, no more than the BLAS thread limit
+        allows, none under ``_MIN_SHARE_ROWS`` rows; a single share for small batches."""
+        cores = min(self.backend.num_threads, k.blas_thread_limit())
+        n = min(cores, B // _MIN_SHARE_ROWS)
+        if n < 2:
+            return [slice(0, B)]
+        bounds = [B * i // n for i in range(n + 1)]
+        return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+    def _run_shares(self, shares: list, run: Any) -> None:
+        """``run(share index)`` for every share: concurrently, one per core, with single-threaded BLAS (the
+        shares meet once, at the end, not at every timestep's small GEMM), or directly for a single share."""
+        if len(shares) == 1:
+            run(0)
+            return
+
+        def some(sl: slice) -> None:
+            for s in range(sl.start, sl.stop):
+                run(s)
+
+        self.backend.parallel_for(len(shares), some)
+
+    def _backward_fast(self, g: Any) -> tuple:
+        xp = self.backend.xp
+        w_ih, w_hh, parts = self.saved
+        reverse, has_bias, shares, dt = self.args
+        need = self.needs_input_grad
+        T, _, G = parts[0][1].shape
+        B, H, I = shares[-1].stop, G // 4, w_ih.shape[1]
+        g = xp.ascontiguousarray(g, dtype=dt)
+        dx = xp.empty((T, B, I), dtype=dt) if need[0] else None
+        dh0 = xp.empty((B, H), dtype=dt)
+        dc0 = xp.empty((B, H), dtype=dt)
+        dws: list = [None] * len(shares)
+        dbiases: list = [None] * len(shares)
+        step = self.backend.kernels_for(g).lstm_backward_step
+        steps = list(reversed(self._steps(T, reverse)))
+        first = T - 1 if reverse else 0  # the step that read h_0
+
+        def run(s: int) -> None:
+            sl = shares[s]
+            n = sl.stop - sl.start
+            xh, gates, cbuf, tanh_c = parts[s]
+            dpre = xp.empty((T, n, G), dtype=dt)
+            dh = xp.zeros((n, H), dtype=dt)  # recurrent grad of the current step's h
+            dc = g[T + 1, sl].copy()  # grad of the cell state, carried back through the steps in place
+            dbias = xp.zeros(G, dtype=dt)
+            for t, row, prev in steps:
+                step(g[row, sl], dh, dc, gates[t], cbuf[prev], tanh_c[t], dpre[t], dbias)
+                if t != first or need[5]:
+                    xp.matmul(dpre[t], w_hh, out=dh)
+            d2 = dpre.reshape(T * n, G)
+            if need[0]:
+                dx[:, sl] = xp.matmul(d2, w_ih).reshape(T, n, I)
+            if need[1] or need[2]:
+                dws[s] = xp.matmul(d2.T, xh.reshape(T * n, I + H))  # [dW_ih | dW_hh] of this share
+            dbiases[s] = dbias
+            dh0[sl] = dh
+            dc0[sl] = dc
+
+        self._run_shares(shares, run)
+        dw_ih = dw_hh = None
+        if need[1] or need[2]:
+            dw = dws[0] if len(dws) == 1 else xp.sum(dws, axis=0)
+            dw_ih = xp.ascontiguousarray(dw[:, :I]) if need[1] else None
+            dw_hh = xp.ascontiguousarray(dw[:, I:]) if need[2] else None
+        dbias = dbiases[0] if len(dbiases) == 1 else xp.sum(dbiases, axis=0)
+        db_ih = dbias if has_bias and need[3] else None
+        db_hh = dbias.copy() if has_bias and need[4] else None
+        if need[5]:
+            dh0 += g[T if reverse else 0]  # the packed output's copy of h_0
+        return dx, dw_ih, dw_hh, db_ih, db_hh, (dh0 if need[5] else None), (dc0 if need[6] else None)
+
     def backward(self, g: Any) -> tuple:
+        if self.fast:
+            return self._backward_fast(g)
         xp = self.backend.xp
         x, w_ih, w_hh, perm, gates, cbuf, tanh_c, buf = self.saved
         reverse, has_bias = self.args
