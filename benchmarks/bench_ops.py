@@ -87,7 +87,8 @@ def large_throughput(number: int, repeats: int) -> list:
         ("softmax(dim=-1) 4096x1024", lambda: nf.softmax(r_, -1), lambda: torch.softmax(tr_, -1)),
         ("matmul 1024^3", lambda: m1_ @ m2_, lambda: tm1_ @ tm2_),
     ]
-    rows = [(name, *compare(f, g, number, repeats)) for name, f, g in cases]
+    # each block starts with one untimed call, after 5 ms idle: see common.compare
+    rows = [(name, *compare(f, g, number, repeats, settle=0.005, block_warmup=1)) for name, f, g in cases]
 
     def mm_fb():
         (m1 @ m2).backward(nf.ones(1024, 1024))

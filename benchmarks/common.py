@@ -49,21 +49,25 @@ SETTLE_S = 0.02  # idle time before each timed block (see compare)
 
 
 def compare(nf_fn: Callable[[], object], torch_fn: Callable[[], object], number: int = 10,
-            repeats: int = 7, warmup: int = 2) -> tuple[float, float]:
-    """Median seconds per call for nnforge and PyTorch, alternating repeats. Each timed block starts after
-    ``SETTLE_S`` of idle time, for both frameworks alike: the worker threads of the one timed before (torch's
-    OpenMP threads, OpenBLAS's) keep spinning for a few ms after it returns and would otherwise take a core
-    from the start of the other's block (measured: the LSTM step 64-65 ms after a pause, 71 ms right after
-    a torch step)."""
+            repeats: int = 7, warmup: int = 2, settle: float = 0.0, block_warmup: int = 0) -> tuple[float, float]:
+    """Median seconds per call for nnforge and PyTorch, alternating repeats. With ``settle`` (seconds; the
+    suite uses ``SETTLE_S``) each timed block starts after that much idle time, for both frameworks alike: the
+    worker threads of the one timed before (torch's OpenMP threads, OpenBLAS's) keep spinning for a few ms
+    after it returns and would otherwise take a core from the start of the other's block (measured: the LSTM
+    step 64-65 ms after a pause, 71 ms right after a torch step). ``block_warmup`` untimed calls start each
+    block (after the settle time), so that millisecond ops are timed in their steady state, not while the
+    other framework's threads are still spinning or the cores waking up (on 4M-element adds, torch's spinning
+    OpenMP threads made nnforge's following block ~1.3x slower)."""
     for _ in range(warmup):
         nf_fn()
         torch_fn()
     nf_times, torch_times = [], []
     for _ in range(repeats):
-        time.sleep(SETTLE_S)
-        nf_times.append(time_call(nf_fn, number))
-        time.sleep(SETTLE_S)
-        torch_times.append(time_call(torch_fn, number))
+        for fn, times in ((nf_fn, nf_times), (torch_fn, torch_times)):
+            time.sleep(settle)
+            for _ in range(block_warmup):
+                fn()
+            times.append(time_call(fn, number))
     return statistics.median(nf_times), statistics.median(torch_times)
 
 

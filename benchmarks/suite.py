@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import compare, gemm_peak_gflops, machine, print_profile, set_threads
+from .common import SETTLE_S, compare, gemm_peak_gflops, machine, print_profile, set_threads
 
 MINILM = "all-MiniLM-L6-v2"
 # all-MiniLM-L6-v2 (its config.json), GPT-2 small (transformers' defaults), SmolLM2-135M (its GGUF metadata)
@@ -279,7 +279,7 @@ def run_workload(w: Workload, quick: bool, repeats: int, memory: bool, threads: 
     """Times (alternated, in this process), memory (fresh processes) and the work of one workload."""
     size = size_of(w, quick)
     nf_fn, torch_fn = w.build(**size)
-    nf_s, torch_s = compare(nf_fn, torch_fn, number=w.number, repeats=repeats, warmup=1)
+    nf_s, torch_s = compare(nf_fn, torch_fn, number=w.number, repeats=repeats, warmup=1, settle=SETTLE_S)
     del nf_fn, torch_fn
     gc.collect()
     work = w.work(**size)

@@ -56,3 +56,26 @@ def test_heap_setting_applies_on_glibc_and_can_be_switched_off(monkeypatch):
     assert keep_large_blocks() is False
     monkeypatch.delenv("NNFORGE_HEAP_REUSE")
     assert keep_large_blocks() is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+def test_large_binary_ops_split_over_cores_equal_numpy_bit_for_bit(op):
+    """Above the size threshold + - * / run in one part per core; the result must be NumPy's exactly
+    (elementwise ops do not depend on how the array is split), scalars and the elided form included."""
+    rng = np.random.default_rng(5)
+    a, b = (rng.standard_normal(3 * (1 << 19) + 7).astype(np.float32) for _ in range(2))
+    ufunc = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}[op]
+    ta, tb = nf.from_numpy(a), nf.from_numpy(b)
+    fn = {"add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
+          "div": lambda x, y: x / y}[op]
+    np.testing.assert_array_equal(fn(ta, tb).numpy(), ufunc(a, b))
+    np.testing.assert_array_equal(fn(ta, 1.5).numpy(), ufunc(a, np.float32(1.5)))
+    np.testing.assert_array_equal(fn(ta * 1.0, tb).numpy(), ufunc(a, b))  # temporary reused
+    parts = []
+    cpu_backend.parallel_for, original = (lambda n, f, **kw: (parts.append(n), original(n, f, **kw))[1],
+                                          cpu_backend.parallel_for)
+    try:
+        fn(ta, tb)
+    finally:
+        del cpu_backend.parallel_for
+    assert parts == [cpu_backend.num_threads] or cpu_backend.num_threads == 1

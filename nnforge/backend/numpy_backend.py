@@ -76,6 +76,29 @@ class NumpyBackend:
             out += b
         return out
 
+    def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray | None = None) -> Any:
+        """``ufunc(a, b)`` (a NumPy binary ufunc; into ``out`` if given). Large C-contiguous operands of one shape
+        (or ``b`` a Python scalar) are split into one contiguous part per core: NumPy runs a ufunc on one
+        thread, and on arrays of a few MB (cache-resident) two threads are ~1.3x faster (add of 4M float32:
+        1.14-1.38 -> 1.07 ms, torch's 1.08-1.13 ms)."""
+        if not (self.num_threads > 1 and isinstance(a, np.ndarray) and a.size >= _PARALLEL_ELEMENTWISE
+                and a.dtype.kind == "f" and a.flags.c_contiguous
+                and (type(b) in (int, float) or isinstance(b, np.ndarray) and b.shape == a.shape
+                     and b.dtype == a.dtype and b.flags.c_contiguous)):
+            return ufunc(a, b) if out is None else ufunc(a, b, out=out)
+        if out is None:
+            out = np.empty_like(a)  # float op float (or a weak Python scalar) keeps a's dtype
+        fa, fo = a.reshape(-1), out.reshape(-1)
+        fb = b.reshape(-1) if isinstance(b, np.ndarray) else None
+        n, k = fa.size, self.num_threads
+
+        def part(sl: slice) -> None:
+            lo, hi = n * sl.start // k, n * sl.stop // k
+            ufunc(fa[lo:hi], b if fb is None else fb[lo:hi], out=fo[lo:hi])
+
+        self.parallel_for(k, part, pin_blas=False)
+        return out
+
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
         """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""
         e = np.exp(-np.abs(x))
@@ -127,6 +150,7 @@ class NumpyBackend:
 
 
 _POOL_PREFIX = "nnforge-pool"
+_PARALLEL_ELEMENTWISE = 1 << 20  # elements: below this a binary op stays on one thread (hand-off costs ~0.1 ms)
 
 
 @functools.cache

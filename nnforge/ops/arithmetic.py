@@ -21,7 +21,7 @@ class Add(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = (shape_of(a), shape_of(b))
         try:
-            return a + b
+            return self.backend.binary(self.backend.xp.add, a, b)
         except ValueError:
             raise _broadcast_error("add", a, b) from None
 
@@ -37,7 +37,7 @@ class Sub(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.shapes = (shape_of(a), shape_of(b))
         try:
-            return a - b
+            return self.backend.binary(self.backend.xp.subtract, a, b)
         except ValueError:
             raise _broadcast_error("sub", a, b) from None
 
@@ -51,7 +51,7 @@ class Mul(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.saved = (a, b)
         try:
-            return a * b
+            return self.backend.binary(self.backend.xp.multiply, a, b)
         except ValueError:
             raise _broadcast_error("mul", a, b) from None
 
@@ -66,7 +66,7 @@ class Div(Function):
     def forward(self, a: Any, b: Any) -> Any:
         self.saved = (a, b)
         try:
-            return a / b
+            return self.backend.binary(self.backend.xp.true_divide, a, b)
         except ValueError:
             raise _broadcast_error("div", a, b) from None
 
@@ -225,7 +225,7 @@ def add(a: Any, b: Any, alpha: Any = 1) -> Tensor:
     a, b = promote(a, b)
     out = reuse_target("add", a, b) if alpha == 1 else None
     if out is not None:
-        return _into(out, a, out.__iadd__, b)
+        return _into(out, a, a._backend.xp.add, b)
     return Add.apply(a, b if alpha == 1 else b * alpha)
 
 
@@ -233,7 +233,7 @@ def sub(a: Any, b: Any, alpha: Any = 1) -> Tensor:
     a, b = promote(a, b)
     out = reuse_target("sub", a, b) if alpha == 1 else None
     if out is not None:
-        return _into(out, a, out.__isub__, b)
+        return _into(out, a, a._backend.xp.subtract, b)
     return Sub.apply(a, b if alpha == 1 else b * alpha)
 
 
@@ -241,13 +241,13 @@ def mul(a: Any, b: Any) -> Tensor:
     a, b = promote(a, b)
     out = reuse_target("mul", a, b)
     if out is not None:
-        return _into(out, a, out.__imul__, b)
+        return _into(out, a, a._backend.xp.multiply, b)
     return Mul.apply(a, b)
 
 
-def _into(out: Any, a: Tensor, inplace_op: Any, b: Any) -> Tensor:
+def _into(out: Any, a: Tensor, ufunc: Any, b: Any) -> Tensor:
     """The result of a binary op written into the temporary ``a``'s array (see ``elision``)."""
-    inplace_op(b.data if isinstance(b, Tensor) else b)
+    a._backend.binary(ufunc, out, b.data if isinstance(b, Tensor) else b, out=out)
     return Tensor._make(out, a._device)
 
 
