@@ -368,3 +368,17 @@ def test_add_layer_norm_matches_torch_layer_norm_of_the_sum(path, which):
     np.testing.assert_array_equal(again.numpy(), out.detach().numpy())
     with pytest.raises(RuntimeError, match="add_layer_norm: residual of shape"):
         add_layer_norm(nf.from_numpy(x), nf.from_numpy(r[:, :2]), 24)
+
+
+def test_attention_dropout_draws_the_same_mask_with_and_without_key_trimming(path):
+    """Skipping padded keys must not change which attention weights a seed drops: the trimmed path (a mask
+    that does not need grad) and the full path (the same mask requiring grad) give the same output."""
+    rng = np.random.default_rng(15)
+    q, k, v = (nf.from_numpy(rng.standard_normal((3, 2, 6, 4)).astype(np.float32)) for _ in range(3))
+    mask = _padding_mask([6, 4, 2], 6, "float")
+    outs = []
+    for needs_grad in (False, True):
+        nf.manual_seed(7)
+        m = nf.from_numpy(mask.copy()).requires_grad_(needs_grad)
+        outs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.3).detach().numpy())
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)

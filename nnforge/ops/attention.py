@@ -106,7 +106,8 @@ class ScaledDotProductAttention(Function):
                 self._softmax_(ps, None, kernels, True)
             else:
                 kernels.softmax_(ps, masked_rows_zero=True, serial=True, scale=self.scale)
-            pd = ps if keep is None else self._dropped(ps, _prefix_view(keep[i], n))
+            # the dropout mask keeps the untrimmed layout, so a seed drops the same weights on either path
+            pd = ps if keep is None else self._dropped(ps, keep[i][..., :n])
             xp.matmul(pd, v[i, ..., :n, :], out=out[i])
 
     def _item_grads(self, g: Any, need: tuple, i: int, out: list) -> None:
@@ -116,7 +117,7 @@ class ScaledDotProductAttention(Function):
         q, k, v, p, keep, o = (None if a is None else a[i] for a in self.saved)
         n = int(self.key_len[i])
         k, v, p, g = k[..., :n, :], v[..., :n, :], _prefix_view(p, n), g[i]
-        keep = None if keep is None else _prefix_view(keep, n)
+        keep = None if keep is None else keep[..., :n]
         pd = p if keep is None else self._dropped(p, keep)
         if need[2]:
             _matmul_into(xp, pd.swapaxes(-1, -2), g, out[2][..., :n, :])
