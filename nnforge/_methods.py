@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ops import elision as _elision
 from .ops import arithmetic as A, comparison as C, indexing as I, join as J, math as M, reduction as R, shape as S
+from .ops import elision as _elision
 from .tensor import Tensor
 
 

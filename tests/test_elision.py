@@ -7,8 +7,7 @@ import pytest
 import torch
 
 import nnforge as nf
-import nnforge.ops.arithmetic as arithmetic
-from nnforge.ops import elision
+from nnforge.ops import arithmetic, elision
 
 N = 1 << 18  # above the size threshold
 
