@@ -71,11 +71,15 @@ def test_large_binary_ops_split_over_cores_equal_numpy_bit_for_bit(op):
     np.testing.assert_array_equal(fn(ta, tb).numpy(), ufunc(a, b))
     np.testing.assert_array_equal(fn(ta, 1.5).numpy(), ufunc(a, np.float32(1.5)))
     np.testing.assert_array_equal(fn(ta * 1.0, tb).numpy(), ufunc(a, b))  # temporary reused
-    parts = []
-    cpu_backend.parallel_for, original = (lambda n, f, **kw: (parts.append(n), original(n, f, **kw))[1],
-                                          cpu_backend.parallel_for)
+    parts = []  # the slices the op ran on
+
+    def recording(n, f, **kw):
+        return original(n, lambda sl: (parts.append(sl), f(sl)), **kw)
+
+    cpu_backend.parallel_for, original = recording, cpu_backend.parallel_for
     try:
         fn(ta, tb)
     finally:
         del cpu_backend.parallel_for
-    assert parts == [cpu_backend.num_threads] or cpu_backend.num_threads == 1
+    assert len(parts) == cpu_backend.num_threads or cpu_backend.num_threads == 1  # one part per core
+    assert sorted((sl.start, sl.stop) for sl in parts)[0][0] == 0 or cpu_backend.num_threads == 1

@@ -90,13 +90,9 @@ class NumpyBackend:
             out = np.empty_like(a)  # float op float (or a weak Python scalar) keeps a's dtype
         fa, fo = a.reshape(-1), out.reshape(-1)
         fb = b.reshape(-1) if isinstance(b, np.ndarray) else None
-        n, k = fa.size, self.num_threads
-
-        def part(sl: slice) -> None:
-            lo, hi = n * sl.start // k, n * sl.stop // k
-            ufunc(fa[lo:hi], b if fb is None else fb[lo:hi], out=fo[lo:hi])
-
-        self.parallel_for(k, part, pin_blas=False)
+        # one slice per core: parallel_for gives each core one contiguous share, here a single grain
+        self.parallel_for(fa.size, lambda sl: ufunc(fa[sl], b if fb is None else fb[sl], out=fo[sl]),
+                          grain=-(-fa.size // self.num_threads), pin_blas=False)
         return out
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
