@@ -382,3 +382,26 @@ def test_attention_dropout_draws_the_same_mask_with_and_without_key_trimming(pat
         m = nf.from_numpy(mask.copy()).requires_grad_(needs_grad)
         outs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.3).detach().numpy())
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(300_007,), (517, 1031), (3, 70_001), (200, 3, 111)])
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_large_sums_on_both_paths_match_torch(path, shape, op):
+    """Sums of all elements and over the last axis (the compiled kernel adds float32 blocks into float64):
+    torch's values and shapes, keepdim, gradients; a NaN or inf propagates as in torch."""
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal(shape) + 0.25).astype(np.float32)
+    for dim, keepdim in ((None, False), (-1, False), (-1, True), (a.ndim - 1, True)):
+        x, t = nf.from_numpy(a).requires_grad_(), torch.from_numpy(a).requires_grad_()
+        kw = {} if dim is None else {"dim": dim, "keepdim": keepdim}
+        out, tout = getattr(x, op)(**kw), getattr(t, op)(**kw)
+        assert out.shape == tuple(tout.shape) and out.dtype == nf.float32
+        _close(out.detach().numpy(), tout.detach().numpy(), atol=1e-5 * max(1.0, float(np.abs(a).sum() ** 0.5)))
+        out.backward(nf.ones_like(out))
+        tout.backward(torch.ones_like(tout))
+        _close(x.grad.numpy(), t.grad.numpy(), atol=1e-7)
+    bad = a.copy().reshape(-1, shape[-1])
+    bad[0, 5], bad[-1, -1] = np.nan, np.inf
+    bad = bad.reshape(shape)
+    _close(getattr(nf.from_numpy(bad), op)().numpy(), getattr(torch.from_numpy(bad), op)().numpy(), atol=0)
+    _close(getattr(nf.from_numpy(bad), op)(-1).numpy(), getattr(torch.from_numpy(bad), op)(-1).numpy(), atol=1e-3)

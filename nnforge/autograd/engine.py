@@ -98,7 +98,7 @@ def _run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph:
             # handed over: the op that produced it may have passed the same array to other nodes still to run
             if id(acc) not in owned and leaf._backend.is_owned(acc) and acc.shape == g.shape \
                     and acc.dtype == g.dtype:
-                acc += g
+                leaf._backend.binary(leaf._backend.xp.add, acc, g, out=acc)
             else:
                 leaf.grad.data = acc + g
 

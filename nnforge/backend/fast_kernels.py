@@ -45,6 +45,24 @@ class FastKernels:
     def cube(self, a: np.ndarray) -> np.ndarray:
         return self._map(nk.cube, np.empty_like(a), a)
 
+    def sum(self, a: np.ndarray, last_axis: bool) -> np.ndarray:
+        """Sum of all elements (a 0-d array), or over the last axis (shape ``a.shape[:-1]``), float32. Every
+        share of the work adds in float64 across blocks of 1024 (see ``numba_kernels._sum64``)."""
+        if last_axis:
+            c = a.shape[-1]
+            out = np.empty(a.shape[:-1], np.float32)
+            x2, o = a.reshape(-1, c), out.reshape(-1)
+            self._split(x2.shape[0], x2.size, lambda sl: nk.sum_rows(x2[sl], o[sl]))
+            return out
+        k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
+        flat = a.reshape(-1)
+        # the array as k rows (a remainder of fewer than k elements is a last row of its own)
+        main, rest = flat[:flat.size - flat.size % k].reshape(k, -1), flat[flat.size - flat.size % k:]
+        partial = np.zeros(k + 1)
+        self._split(k, a.size, lambda sl: nk.sum_rows(main[sl], partial[sl]))
+        nk.sum_rows(rest.reshape(1, -1), partial[k:])
+        return np.asarray(partial.sum(), np.float32)
+
     def erf(self, x: np.ndarray) -> np.ndarray:
         return self._map(nk.erf, np.empty_like(x), x)
 

@@ -5,13 +5,13 @@ import contextlib
 import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 
 from .blas import add_matmul_nt, can_add_matmul_nt
 from .erf import erf
+from .worker_pool import WorkerPool
 
 
 class NumpyBackend:
@@ -77,23 +77,51 @@ class NumpyBackend:
         return out
 
     def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray | None = None) -> Any:
-        """``ufunc(a, b)`` (a NumPy binary ufunc; into ``out`` if given). Large C-contiguous operands of one shape
-        (or ``b`` a Python scalar) are split into one contiguous part per core: NumPy runs a ufunc on one
-        thread, and on arrays of a few MB (cache-resident) two threads are ~1.3x faster (add of 4M float32:
-        1.14-1.38 -> 1.07 ms, torch's 1.08-1.13 ms)."""
-        if not (self.num_threads > 1 and isinstance(a, np.ndarray) and a.size >= _PARALLEL_ELEMENTWISE
-                and a.dtype.kind == "f" and a.flags.c_contiguous
-                and (type(b) in (int, float) or isinstance(b, np.ndarray) and b.shape == a.shape
-                     and b.dtype == a.dtype and b.flags.c_contiguous)):
+        """``ufunc(a, b)`` (a NumPy binary ufunc; into ``out`` if given). A large C-contiguous float array with,
+        as the other operand, one of its shape and dtype or a single value (a Python number, a one-element
+        array of its dtype, or a zero-stride broadcast such as a sum's gradient) is split into one contiguous
+        part per core: NumPy runs a ufunc on one thread, and on arrays of a few MB (cache-resident) two
+        threads are ~1.3x faster (add of 4M float32: 1.14-1.38 -> 1.07 ms, torch's 1.08-1.13 ms)."""
+        parts = self._split_operands(a, b)
+        if parts is not None and out is not None and not (out.shape == parts[0].shape and out.dtype == parts[0].dtype
+                                                          and out.flags.c_contiguous):
+            parts = None
+        if parts is None:
             return ufunc(a, b) if out is None else ufunc(a, b, out=out)
+        ref, fa, fb = parts
         if out is None:
-            out = np.empty_like(a)  # float op float (or a weak Python scalar) keeps a's dtype
-        fa, fo = a.reshape(-1), out.reshape(-1)
-        fb = b.reshape(-1) if isinstance(b, np.ndarray) else None
-        # one slice per core: parallel_for gives each core one contiguous share, here a single grain
-        self.parallel_for(fa.size, lambda sl: ufunc(fa[sl], b if fb is None else fb[sl], out=fo[sl]),
-                          grain=-(-fa.size // self.num_threads), pin_blas=False)
+            out = np.empty_like(ref)
+        fo = out.reshape(-1)
+        self._split_flat(fo.size, lambda sl: ufunc(fa[sl] if type(fa) is np.ndarray else fa,
+                                                   fb[sl] if type(fb) is np.ndarray else fb, out=fo[sl]))
         return out
+
+    def unary(self, ufunc: Any, a: Any) -> Any:
+        """``ufunc(a)`` for a NumPy ufunc whose result has ``a``'s dtype (exp, log, sqrt, ...): a large
+        C-contiguous float array is split into one part per core, as in ``binary``."""
+        if not self._splittable(a):
+            return ufunc(a)
+        out = np.empty_like(a)
+        fa, fo = a.reshape(-1), out.reshape(-1)
+        self._split_flat(fa.size, lambda sl: ufunc(fa[sl], out=fo[sl]))
+        return out
+
+    def _splittable(self, a: Any) -> bool:
+        return (self.num_threads > 1 and type(a) is np.ndarray and a.size >= _PARALLEL_ELEMENTWISE
+                and a.dtype.kind == "f" and a.flags.c_contiguous)
+
+    def _split_operands(self, a: Any, b: Any) -> tuple | None:
+        """(the full array, a and b each flat or as a single value) when ``binary`` can split ``a op b``."""
+        for ref, other in ((a, b), (b, a)):
+            if self._splittable(ref):
+                flat = _flat_operand(other, ref)
+                if flat is not None:
+                    return (ref, ref.reshape(-1), flat) if ref is a else (ref, flat, ref.reshape(-1))
+        return None
+
+    def _split_flat(self, n: int, fn: Callable[[slice], None]) -> None:
+        # one slice per core: parallel_for gives each core one contiguous share, here a single grain
+        self.parallel_for(n, fn, grain=-(-n // self.num_threads), pin_blas=False)
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
         """1/(1+exp(-x)) without overflow warnings: exp of -|x| only."""
@@ -125,12 +153,9 @@ class NumpyBackend:
             return
         bounds = [n * i // k for i in range(k + 1)]
         with self.blas_threads(1) if pin_blas else contextlib.nullcontext():
-            futures = [_thread_pool(k - 1, os.getpid()).submit(share, bounds[i], bounds[i + 1]) for i in range(1, k)]
-            try:
-                share(bounds[0], bounds[1])
-            finally:
-                for f in futures:
-                    f.result()
+            _thread_pool(self.num_threads - 1, os.getpid()).run(
+                [functools.partial(share, bounds[i], bounds[i + 1]) for i in range(1, k)],
+                functools.partial(share, bounds[0], bounds[1]))
 
     def blas_threads(self, n: int) -> Any:
         """Context manager limiting BLAS to ``n`` threads: inside ``parallel_for`` and for single-row GEMMs in
@@ -149,11 +174,29 @@ _POOL_PREFIX = "nnforge-pool"
 _PARALLEL_ELEMENTWISE = 1 << 20  # elements: below this a binary op stays on one thread (hand-off costs ~0.1 ms)
 
 
+def _flat_operand(x: Any, ref: np.ndarray) -> Any:
+    """``x`` as the other operand of ``ref`` in a split binary op: a flat view when it has ref's shape, dtype
+    and layout, a single value when it is one (a Python number, or an array of ref's dtype holding one value:
+    one element that broadcasts to ref's shape, or a zero-stride broadcast of ref's shape); else None. Values
+    keep ref's dtype, so the result's dtype is NumPy's for the unsplit op."""
+    if type(x) in (int, float):
+        return x
+    if type(x) is not np.ndarray or x.dtype != ref.dtype:
+        return None
+    if x.shape == ref.shape:
+        if x.flags.c_contiguous:
+            return x.reshape(-1)
+        return x[(0,) * x.ndim] if x.size and not any(x.strides) else None
+    if x.size == 1 and x.ndim <= ref.ndim:
+        return x.reshape(())[()]
+    return None
+
+
 @functools.cache
-def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+def _thread_pool(workers: int, pid: int) -> WorkerPool:
     """The pool of this process (keyed by pid: a forked child, e.g. a DataLoader worker, has no live
     threads in its parent's pool and gets its own)."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_POOL_PREFIX)
+    return WorkerPool(workers, _POOL_PREFIX)
 
 
 @functools.cache

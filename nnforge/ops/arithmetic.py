@@ -58,8 +58,9 @@ class Mul(Function):
     def backward(self, g: Any) -> tuple:
         a, b = self.saved
         need_a, need_b = self.needs_input_grad
-        return (unbroadcast(g * b, a.shape) if need_a else None,
-                unbroadcast(g * a, b.shape) if need_b else None)
+        mul = self.backend.xp.multiply
+        return (unbroadcast(self.backend.binary(mul, g, b), a.shape) if need_a else None,
+                unbroadcast(self.backend.binary(mul, g, a), b.shape) if need_b else None)
 
 
 class Div(Function):

@@ -15,17 +15,17 @@ class Exp(Function):
     uses_inputs, uses_output = False, True
 
     def forward(self, a: Any) -> Any:
-        self.saved = out = self.backend.xp.exp(a)
+        self.saved = out = self.backend.unary(self.backend.xp.exp, a)
         return out
 
     def backward(self, g: Any) -> Any:
-        return g * self.saved
+        return self.backend.binary(self.backend.xp.multiply, g, self.saved)
 
 
 class Log(Function):
     def forward(self, a: Any) -> Any:
         self.saved = a
-        return self.backend.xp.log(a)
+        return self.backend.unary(self.backend.xp.log, a)
 
     def backward(self, g: Any) -> Any:
         return g / self.saved
@@ -44,7 +44,7 @@ class Sqrt(Function):
     uses_inputs, uses_output = False, True
 
     def forward(self, a: Any) -> Any:
-        self.saved = out = self.backend.xp.sqrt(a)
+        self.saved = out = self.backend.unary(self.backend.xp.sqrt, a)
         return out
 
     def backward(self, g: Any) -> Any:
@@ -69,7 +69,7 @@ class Rsqrt(Function):
 class Abs(Function):
     def forward(self, a: Any) -> Any:
         self.saved = a
-        return self.backend.xp.abs(a)
+        return self.backend.unary(self.backend.xp.abs, a)
 
     def backward(self, g: Any) -> Any:
         return g * self.backend.xp.sign(self.saved)
@@ -78,7 +78,7 @@ class Abs(Function):
 class Sin(Function):
     def forward(self, a: Any) -> Any:
         self.saved = a
-        return self.backend.xp.sin(a)
+        return self.backend.unary(self.backend.xp.sin, a)
 
     def backward(self, g: Any) -> Any:
         return g * self.backend.xp.cos(self.saved)
@@ -87,7 +87,7 @@ class Sin(Function):
 class Cos(Function):
     def forward(self, a: Any) -> Any:
         self.saved = a
-        return self.backend.xp.cos(a)
+        return self.backend.unary(self.backend.xp.cos, a)
 
     def backward(self, g: Any) -> Any:
         return -g * self.backend.xp.sin(self.saved)
@@ -97,7 +97,7 @@ class Tanh(Function):
     uses_inputs, uses_output = False, True
 
     def forward(self, a: Any) -> Any:
-        self.saved = out = self.backend.xp.tanh(a)
+        self.saved = out = self.backend.unary(self.backend.xp.tanh, a)
         return out
 
     def backward(self, g: Any) -> Any:

@@ -1,0 +1,161 @@
+"""Large elementwise work split over the cores (the backend's ``unary``/``binary`` and the worker pool under
+``parallel_for``): results equal NumPy's unsplit ones bit for bit, gradients match torch, errors propagate."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import nnforge as nf
+from nnforge.backend import cpu_backend
+from nnforge.backend.worker_pool import WorkerPool
+
+N = 3 * (1 << 19) + 7  # above the split threshold, not a multiple of the core count
+
+
+@pytest.fixture
+def split_slices():
+    """Records the slices ``parallel_for`` hands out while a test runs."""
+    parts = []
+    original = cpu_backend.parallel_for
+
+    def recording(n, f, **kw):
+        return original(n, lambda sl: (parts.append(sl), f(sl)), **kw)
+
+    cpu_backend.parallel_for = recording
+    yield parts
+    del cpu_backend.parallel_for
+
+
+def _assert_split(parts):
+    if cpu_backend.num_threads > 1:
+        assert len(parts) == cpu_backend.num_threads, parts
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "abs", "sin", "cos", "tanh"])
+def test_large_unary_ops_split_and_equal_numpy(split_slices, name):
+    a = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    if name in ("log", "sqrt"):
+        a = np.abs(a) + np.float32(0.1)
+    out = getattr(nf.from_numpy(a), name)().numpy()
+    _assert_split(split_slices)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, getattr(np, name)(a))
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+def test_binary_ops_with_a_single_value_split_in_either_order(split_slices, op):
+    """A one-element array of the same dtype and a zero-stride broadcast count as single values; the result
+    and its dtype are NumPy's for the unsplit op, with the value on either side."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(N).astype(np.float32)
+    ufunc = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide}[op]
+    one = np.array([1.75], np.float32)
+    broadcast = np.broadcast_to(np.float32(-0.5), a.shape)
+    for x, y in ((a, one), (one, a), (a, broadcast), (broadcast, a), (a, 3), (2.5, a)):
+        split_slices.clear()
+        out = cpu_backend.binary(ufunc, x, y)
+        _assert_split(split_slices)
+        expected = ufunc(x, y)
+        assert out.dtype == expected.dtype and out.shape == expected.shape
+        np.testing.assert_array_equal(out, expected)
+
+
+def test_binary_ops_that_cannot_split_still_give_numpys_result(split_slices):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal(N).astype(np.float32)
+    cases = [(a, a.astype(np.float64)),  # mixed dtypes: float64 result
+             (a, np.float64(2.0)),  # a float64 NumPy scalar promotes too
+             (a[:-1:2], a[1::2]),  # not contiguous
+             (a.reshape(-1, 1)[:1000], a[:1000]),  # broadcasting to a new shape
+             (np.ones((2, 1), np.float32), a)]  # a one-element array that adds a dimension
+    for x, y in cases:
+        expected = np.add(x, y)
+        out = cpu_backend.binary(np.add, x, y)
+        assert out.dtype == expected.dtype and out.shape == expected.shape
+        np.testing.assert_array_equal(out, expected)
+    assert split_slices == []
+    with pytest.raises(ValueError):
+        cpu_backend.binary(np.add, a, a[:-1])
+
+
+def test_binary_into_out_in_place(split_slices):
+    rng = np.random.default_rng(3)
+    acc, g = (rng.standard_normal(N).astype(np.float32) for _ in range(2))
+    expected = acc + g
+    assert cpu_backend.binary(np.add, acc, g, out=acc) is acc
+    _assert_split(split_slices)
+    np.testing.assert_array_equal(acc, expected)
+    wrong = np.empty(N, np.float64)  # an out of another dtype takes NumPy's own path
+    np.testing.assert_array_equal(cpu_backend.binary(np.add, acc, g, out=wrong), np.add(acc, g, out=np.empty_like(wrong)))
+
+
+def test_large_mul_sum_backward_and_accumulation_match_torch():
+    """mul -> sum -> backward twice: the sum's zero-stride gradient meets the split multiply, and the second
+    backward accumulates into .grad in place."""
+    rng = np.random.default_rng(4)
+    a, b = (rng.standard_normal(N).astype(np.float32) for _ in range(2))
+    x, y = nf.from_numpy(a.copy()).requires_grad_(), nf.from_numpy(b.copy()).requires_grad_()
+    tx, ty = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
+    for _ in range(2):
+        (x * y).sum().backward()
+        (tx * ty).sum().backward()
+        (x.exp() * 0.5).sum().backward()
+        (tx.exp() * 0.5).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_worker_pool_runs_every_task_and_raises_the_first_error():
+    pool = WorkerPool(2, "test-pool")
+    seen = []
+    pool.run([lambda: seen.append(threading.current_thread().name)] * 2, lambda: seen.append("caller"))
+    assert sorted(seen) == ["caller", "test-pool-0", "test-pool-1"]
+
+    def boom():
+        raise KeyError("worker failed")
+
+    with pytest.raises(KeyError, match="worker failed"):
+        pool.run([boom, lambda: None], lambda: None)
+    with pytest.raises(ZeroDivisionError):  # the caller's own error first, workers still collected
+        pool.run([boom], lambda: 1 / 0)
+    seen.clear()
+    pool.run([lambda: seen.append(1)], lambda: seen.append(2))  # still usable after errors
+    assert sorted(seen) == [1, 2]
+    with pytest.raises(ValueError, match="3 tasks for 2 workers"):
+        pool.run([lambda: None] * 3, lambda: None)
+
+
+def test_worker_pool_busy_runs_a_second_callers_tasks_itself():
+    pool = WorkerPool(1, "busy-pool")
+    inside, release = threading.Event(), threading.Event()
+    names = []
+
+    def blocking():
+        inside.set()
+        release.wait(5)
+
+    first = threading.Thread(target=pool.run, args=([blocking], lambda: None))
+    first.start()
+    assert inside.wait(5)
+    pool.run([lambda: names.append(threading.current_thread().name)], lambda: None)  # pool busy: runs here
+    release.set()
+    first.join(5)
+    assert names == [threading.current_thread().name]
+
+
+def test_parallel_for_covers_every_item_once_and_nests_serially():
+    hits = np.zeros(1001, np.int64)
+    outer, inner = [], []
+
+    def body(sl):
+        assert sl.stop - sl.start <= 37
+        hits[sl] += 1
+        outer.append(sl)
+        cpu_backend.parallel_for(4, lambda s: inner.append(s), pin_blas=False)
+
+    cpu_backend.parallel_for(hits.size, body, grain=37, pin_blas=False)
+    assert (hits == 1).all()
+    assert len(inner) == 4 * len(outer)  # each nested call ran all its items (on the thread it was called from)
