@@ -89,7 +89,8 @@ def test_binary_into_out_in_place(split_slices):
     _assert_split(split_slices)
     np.testing.assert_array_equal(acc, expected)
     wrong = np.empty(N, np.float64)  # an out of another dtype takes NumPy's own path
-    np.testing.assert_array_equal(cpu_backend.binary(np.add, acc, g, out=wrong), np.add(acc, g, out=np.empty_like(wrong)))
+    expected = np.add(acc, g, out=np.empty_like(wrong))
+    np.testing.assert_array_equal(cpu_backend.binary(np.add, acc, g, out=wrong), expected)
 
 
 def test_large_mul_sum_backward_and_accumulation_match_torch():

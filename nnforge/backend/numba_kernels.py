@@ -9,8 +9,8 @@ function, so exp and erf are written out here in float32:
 
 - ``_exp``: Cody-Waite range reduction ``x = n ln2 + r`` (|r| <= ln2/2), Taylor polynomial of degree 7
   for e^r (truncation < 6e-9), and 2^n built from its IEEE bits, all in float32 (16 lanes per AVX-512
-  instruction; 3x faster than the float64 evaluation an int-valued ``math.floor`` had caused); inputs below -87.3 give 0 (so exp(-inf)
-  is 0 as softmax needs), above 88.7 saturate at 2^128 = inf.
+  instruction; 3x faster than the float64 evaluation an int-valued ``math.floor`` had caused); inputs below
+  -87.3 give 0 (so exp(-inf) is 0 as softmax needs), above 88.7 saturate at 2^128 = inf.
 - ``_erf``: ``x * P(x^2) / Q(x^2)`` on |x| <= 4 (erf(4) rounds to 1 in float32), P of degree 6 and Q of
   degree 5, fitted to erf by Lawson-weighted least squares in float64 (max error 1.5e-9 in float64,
   3e-7 when evaluated in float32, i.e. a few float32 ulps).
