@@ -405,3 +405,42 @@ def test_large_sums_on_both_paths_match_torch(path, shape, op):
     bad = bad.reshape(shape)
     _close(getattr(nf.from_numpy(bad), op)().numpy(), getattr(torch.from_numpy(bad), op)().numpy(), atol=0)
     _close(getattr(nf.from_numpy(bad), op)(-1).numpy(), getattr(torch.from_numpy(bad), op)(-1).numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_linear_gelu_matches_torch_linear_then_gelu(path, approximate, grad):
+    """The feed-forward op (bias added in GELU's pass, in place without a graph) on both paths: torch's
+    output and all three gradients; the inputs are left untouched."""
+    from nnforge.ops.linear import linear_gelu
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 700, 48)).astype(np.float32)
+    w = (rng.standard_normal((96, 48)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(96).astype(np.float32)
+    g = rng.standard_normal((3, 700, 96)).astype(np.float32)
+    ins = [nf.from_numpy(a.copy()).requires_grad_(grad) for a in (x, w, b)]
+    tins = [torch.from_numpy(a).double().requires_grad_(grad) for a in (x, w, b)]
+    out = linear_gelu(*ins, approximate=approximate)
+    tout = torch.nn.functional.gelu(torch.nn.functional.linear(*tins), approximate=approximate)
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
+    for a, orig in zip(ins, (x, w, b)):
+        np.testing.assert_array_equal(a.detach().numpy(), orig)
+    if grad:
+        out.backward(nf.from_numpy(g))
+        tout.backward(torch.from_numpy(g).double())
+        for a, ta in zip(ins, tins):
+            _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-4, rtol=1e-4)
+    else:
+        with nf.no_grad():
+            _close(linear_gelu(*ins, approximate=approximate).numpy(), tout.detach().numpy(), atol=2e-5)
+
+
+def test_linear_gelu_bad_input_raises_linears_errors():
+    from nnforge.ops.linear import linear_gelu
+    x, w, b = nf.ones(2, 5), nf.ones(4, 6), nf.ones(4)
+    with pytest.raises(RuntimeError, match=r"linear: input of shape \(2, 5\)"):
+        linear_gelu(x, w, b)
+    with pytest.raises(RuntimeError, match="bias of shape"):
+        linear_gelu(nf.ones(2, 6), w, nf.ones(3))
+    with pytest.raises(ValueError, match="approximate"):
+        linear_gelu(nf.ones(2, 6), w, b, approximate="fast")

@@ -74,6 +74,17 @@ class FastKernels:
     def gelu(self, x: np.ndarray, approximate: str) -> np.ndarray:
         return self._map(nk.gelu, np.empty_like(x), x, approximate == "tanh")
 
+    def bias_gelu(self, h: np.ndarray, b: np.ndarray, approximate: str, keep_input: bool) -> np.ndarray:
+        """gelu(h + b) for a GEMM output h (R, C) and bias b (C,), one pass. With ``keep_input`` h becomes
+        h + b (backward's input) and the activation is a new array; without, it overwrites h."""
+        b, tanh = np.ascontiguousarray(b, np.float32), approximate == "tanh"
+        if not keep_input:
+            self._split(h.shape[0], h.size, lambda sl: nk.bias_gelu_(h[sl], b, tanh))
+            return h
+        out = np.empty_like(h)
+        self._split(h.shape[0], h.size, lambda sl: nk.bias_gelu(h[sl], b, out[sl], tanh))
+        return out
+
     def gelu_grad(self, g: np.ndarray, x: np.ndarray, approximate: str) -> np.ndarray:
         return self._map(nk.gelu_grad, np.empty_like(x), np.ascontiguousarray(g), x, approximate == "tanh")
 

@@ -183,6 +183,34 @@ def gelu(x, out, tanh_approx):
             out[i] = _HALF * v * (_ONE + _erf(v * _INV_SQRT2))
 
 
+@numba.njit(**_JIT, inline="always")
+def _gelu(v, tanh_approx):
+    if tanh_approx:
+        return _HALF * v * _one_plus_tanh(_SQRT_2_OVER_PI * (v + _F(0.044715) * v * v * v))
+    return _HALF * v * (_ONE + _erf(v * _INV_SQRT2))
+
+
+@numba.njit(**_JIT)
+def bias_gelu(h, b, out, tanh_approx):
+    """out = gelu(h + b) and h += b (the pre-activation backward needs) for h, out (R, C), b (C,)."""
+    for r in range(h.shape[0]):
+        hr, orow = h[r], out[r]
+        for j in range(hr.shape[0]):
+            v = hr[j] + b[j]
+            hr[j] = v
+            orow[j] = _gelu(v, tanh_approx)
+
+
+@numba.njit(**_JIT)
+def bias_gelu_(h, b, tanh_approx):
+    """h = gelu(h + b) in place (its own kernel: through a second, aliased output argument LLVM's
+    vectorised loop is skipped by its overlap check, 5x slower)."""
+    for r in range(h.shape[0]):
+        hr = h[r]
+        for j in range(hr.shape[0]):
+            hr[j] = _gelu(hr[j] + b[j], tanh_approx)
+
+
 @numba.njit(**_JIT)
 def gelu_grad(g, x, out, tanh_approx):
     if tanh_approx:

@@ -68,7 +68,14 @@ class NumpyBackend:
         output starts as the bias and the GEMM adds the product to it (one pass over the output, not two)."""
         if b is not None and self.use_direct_blas and can_add_matmul_nt(x2, w):
             out = np.empty((x2.shape[0], w.shape[0]), dtype=x2.dtype)
-            out[...] = b
+
+            def fill(rows: slice) -> None:
+                out[rows] = b
+
+            if out.size >= _PARALLEL_ELEMENTWISE and self.num_threads > 1:  # 4096 x 1152: 0.9-1.1 -> 0.6 ms
+                self._split_flat(out.shape[0], fill)
+            else:
+                fill(slice(None))
             add_matmul_nt(x2, w, out)
             return out
         out = np.matmul(x2, w.T)

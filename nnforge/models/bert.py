@@ -33,7 +33,7 @@ from ..nn.modules.sparse import Embedding
 from ..nn.parameter import Parameter
 from ..ops.attention import packed_self_attention
 from ..ops.join import cat
-from ..ops.linear import linear
+from ..ops.linear import linear, linear_gelu
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from ..ops.normalization import add_layer_norm
 from ..tensor import Tensor
@@ -184,7 +184,11 @@ class BertIntermediate(Module):
         self.intermediate_act_fn = _activation(config.hidden_act)
 
     def forward(self, hidden_states: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
+        act = self.intermediate_act_fn
+        # nnforge's own Linear and GELU only (not e.g. a LoRA-wrapped layer); a wrong width gets Linear's error
+        if type(self.dense) is Linear and type(act) is GELU and hidden_states.shape[-1:] == (self.dense.in_features,):
+            return linear_gelu(hidden_states, self.dense.weight, self.dense.bias, act.approximate)
+        return act(self.dense(hidden_states))
 
 
 class BertOutput(Module):
