@@ -447,3 +447,64 @@ def test_linear_gelu_bad_input_raises_linears_errors():
         linear_gelu(nf.ones(2, 6), w, nf.ones(3))
     with pytest.raises(ValueError, match="approximate"):
         linear_gelu(nf.ones(2, 6), w, b, approximate="fast")
+
+
+@pytest.mark.parametrize("which", ["all", "bias_only", "input_only"])
+def test_add_layer_norm_with_input_bias_matches_torch(path, which):
+    """layer_norm(x + r + c) for a bias row c (a linear layer's bias left out of its GEMM): output and the
+    gradients of x, r, c, weight and bias equal torch's on both paths, with and without a graph."""
+    from nnforge.ops.normalization import add_layer_norm
+    rng = np.random.default_rng(15)
+    x, r = (rng.standard_normal((4, 300, 24)).astype(np.float32) * 3 + 2 for _ in range(2))
+    c, w, b = (rng.standard_normal(24).astype(np.float32) for _ in range(3))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    need = {"all": (True, True, True), "bias_only": (False, False, True), "input_only": (True, False, False)}[which]
+    ins = [nf.from_numpy(a.copy()).requires_grad_(n) for a, n in zip((x, r, c), need)]
+    params = [nf.from_numpy(a.copy()).requires_grad_() for a in (w, b)]
+    tins = [torch.from_numpy(a).double().requires_grad_(n) for a, n in zip((x, r, c), need)]
+    tparams = [torch.from_numpy(a).double().requires_grad_() for a in (w, b)]
+    out = add_layer_norm(ins[0], ins[1], 24, *params, eps=1e-12, input_bias=ins[2])
+    tout = torch.nn.functional.layer_norm(tins[0] + tins[1] + tins[2], (24,), *tparams, eps=1e-12)
+    out.backward(nf.from_numpy(g))
+    tout.backward(torch.from_numpy(g).double())
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
+    for a, ta in zip(ins + params, tins + tparams):
+        if ta.requires_grad:
+            _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-3, rtol=1e-4)
+        else:
+            assert a.grad is None
+    with nf.no_grad():
+        again = add_layer_norm(*(nf.from_numpy(a) for a in (x, r)), 24, *params, eps=1e-12,
+                               input_bias=nf.from_numpy(c))
+    _close(again.numpy(), tout.detach().numpy(), atol=2e-5)
+    with pytest.raises(RuntimeError, match="input_bias of shape"):
+        add_layer_norm(nf.from_numpy(x), nf.from_numpy(r), 24, input_bias=nf.ones(23))
+    with pytest.raises(RuntimeError, match="input_bias dtype"):
+        add_layer_norm(nf.from_numpy(x), nf.from_numpy(r), 24, input_bias=nf.ones(24, dtype=nf.float64))
+
+
+def test_bert_layer_output_equals_the_unfused_modules(monkeypatch):
+    """BERT's dense -> dropout -> LayerNorm(x + residual) and dense -> GELU, fused (the dense biases inside
+    the following pass) in eval mode, must equal running the modules one by one, gradients included."""
+    from nnforge.models import bert
+    cfg = bert.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=16)
+    nf.manual_seed(0)
+    model = bert.BertModel(cfg).eval()
+    ids = np.random.default_rng(6).integers(0, 50, size=(2, 16))
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(bert, "_dense_add_norm",
+                                lambda dense, drop, norm, x, res: bert._add_norm(norm, drop(dense(x)), res))
+            monkeypatch.setattr(bert.BertIntermediate, "forward",
+                                lambda self, h: self.intermediate_act_fn(self.dense(h)))
+        model.zero_grad()
+        out = model(ids).last_hidden_state
+        (out * out).sum().backward()
+        results.append((out.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
+                                               if p.grad is not None]))
+    _close(results[0][0], results[1][0], atol=1e-5)
+    assert len(results[0][1]) == len(results[1][1]) > 20
+    for a, b in zip(results[0][1], results[1][1]):
+        _close(a, b, atol=1e-4, rtol=1e-4)

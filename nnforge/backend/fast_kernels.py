@@ -135,18 +135,21 @@ class FastKernels:
         return out
 
     def layer_norm(self, x2: np.ndarray, w: Any, b: Any, eps: float, residual: Any = None,
-                   keep_xhat: bool = True) -> tuple:
-        """(out, xhat, rstd) of layer norm over the rows of an (R, D) input (plus ``residual``, (R, D), added
-        in the same pass); ``w``/``b`` of length D or None; xhat is None unless ``keep_xhat``."""
+                   keep_xhat: bool = True, input_bias: Any = None) -> tuple:
+        """(out, xhat, rstd) of layer norm over the rows of an (R, D) input (plus ``residual``, (R, D), and
+        ``input_bias``, length D, added in the same pass); ``w``/``b`` of length D or None; xhat is None
+        unless ``keep_xhat``."""
         r, d = x2.shape
         w = np.ones(d, np.float32) if w is None else np.ascontiguousarray(w.reshape(-1), np.float32)
         b = np.zeros(d, np.float32) if b is None else np.ascontiguousarray(b.reshape(-1), np.float32)
+        xb = b if input_bias is None else np.ascontiguousarray(input_bias.reshape(-1), np.float32)
         out, rstd = np.empty_like(x2), np.empty((r, 1), np.float32)
         xhat = np.empty_like(x2) if keep_xhat else out  # out: a placeholder the kernel does not write as xhat
         res = x2 if residual is None else residual
         r1, e = rstd.reshape(-1), np.float32(eps)
-        self._split(r, x2.size, lambda sl: nk.layer_norm(x2[sl], res[sl], residual is not None, w, b, e, out[sl],
-                                                         xhat[sl], r1[sl], keep_xhat))
+        self._split(r, x2.size, lambda sl: nk.layer_norm(x2[sl], res[sl], residual is not None, xb,
+                                                         input_bias is not None, w, b, e, out[sl], xhat[sl],
+                                                         r1[sl], keep_xhat))
         return out, (xhat if keep_xhat else None), rstd
 
     def layer_norm_grad(self, g2: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, w: Any, need_x: bool) -> tuple:

@@ -310,17 +310,19 @@ def softmax_grad_rows(g, y, out):
 
 
 @numba.njit(**_JIT)
-def layer_norm(x, res, has_res, w, b, eps, out, xhat, rstd, keep_xhat):
+def layer_norm(x, res, has_res, xb, has_xb, w, b, eps, out, xhat, rstd, keep_xhat):
     """Row-wise (s - mean) / sqrt(var + eps) * w + b with s = x (+ res when ``has_res``: a residual added in
-    the same pass) for (R, D) arrays; w, b of length D (ones/zeros when the layer has none). Writes the
-    normalised rows to ``xhat`` when ``keep_xhat`` (backward needs them; inference does not). Two passes over
-    each row (mean, then variance of the centred row) keep float32 exact enough for rows with a large mean."""
+    the same pass; + xb (D,) when ``has_xb``: the bias of the linear layer before) for (R, D) arrays; w, b of
+    length D (ones/zeros when the layer has none). Writes the normalised rows to ``xhat`` when ``keep_xhat``
+    (backward needs them; inference does not). Two passes over each row (mean, then variance of the centred
+    row) keep float32 exact enough for rows with a large mean."""
     rows, d = x.shape
     inv_d = _F(1.0 / d)
     for i in range(rows):
         mean = _F(0.0)
         for j in range(d):
             s = x[i, j] + res[i, j] if has_res else x[i, j]
+            s = s + xb[j] if has_xb else s
             out[i, j] = s
             mean += s
         mean *= inv_d

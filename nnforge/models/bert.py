@@ -79,6 +79,16 @@ def _add_norm(norm: Module, x: Tensor, residual: Tensor) -> Tensor:
     return norm(x + residual)
 
 
+def _dense_add_norm(dense: Module, dropout: Dropout, norm: Module, x: Tensor, residual: Tensor) -> Tensor:
+    """``norm(dropout(dense(x)) + residual)``. For nnforge's own Linear and LayerNorm with no dropout active
+    the dense layer's bias is added inside the normalisation's pass instead of over its output first."""
+    if type(dense) is Linear and type(norm) is LayerNorm and dense.bias is not None \
+            and (not dropout.training or dropout.p == 0) and x.shape[-1:] == (dense.in_features,):
+        return add_layer_norm(linear(x, dense.weight), residual, norm.normalized_shape, norm.weight, norm.bias,
+                              norm.eps, input_bias=dense.bias)
+    return _add_norm(norm, dropout(dense(x)), residual)
+
+
 def _as_tensor(x: Any, like: Tensor) -> Tensor:
     return x if isinstance(x, Tensor) else Tensor(x, device=like.device)
 
@@ -162,7 +172,7 @@ class BertSelfOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        return _add_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
+        return _dense_add_norm(self.dense, self.dropout, self.LayerNorm, hidden_states, input_tensor)
 
 
 class BertAttention(Module):
@@ -201,7 +211,7 @@ class BertOutput(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: Tensor, input_tensor: Tensor) -> Tensor:
-        return _add_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
+        return _dense_add_norm(self.dense, self.dropout, self.LayerNorm, hidden_states, input_tensor)
 
 
 class BertLayer(Module):

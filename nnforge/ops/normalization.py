@@ -41,25 +41,31 @@ def _row_blocks(r: int, d: int) -> list:
 class LayerNorm(Function):
     """Normalise over the trailing ``D`` elements of each row, then scale/shift: x viewed as (R, D).
     With ``residual`` (x's shape) the rows normalised are x + residual, summed in the same pass (post-LN
-    blocks: ``LayerNorm(sublayer(h) + h)``), and both get the same gradient.
+    blocks: ``LayerNorm(sublayer(h) + h)``), and both get the same gradient; with ``input_bias`` (one row)
+    that row is added to every row too (the bias of the linear layer before, instead of a pass of its own).
 
     Works on blocks of rows so that its ~6 passes per block hit the cache instead of main memory."""
     uses_inputs = False
 
-    def forward(self, x: Any, w: Any, b: Any, d: int, eps: float, residual: Any = None) -> Any:
+    def forward(self, x: Any, w: Any, b: Any, d: int, eps: float, residual: Any = None,
+                input_bias: Any = None) -> Any:
         xp = self.backend.xp
         self.x_shape = x.shape
         self.p_shape = x.shape[x.ndim - (w if w is not None else b).ndim:] if w is not None or b is not None \
             else None
+        self.input_bias_shape = None if input_bias is None else input_bias.shape
         x2 = x.reshape(-1, d)
         r2 = None if residual is None else residual.reshape(-1, d)
-        self.kernels = self.backend.kernels_for(x2, w, b, r2)
+        self.kernels = self.backend.kernels_for(x2, w, b, r2, input_bias)
         if self.kernels is not None:
-            out, xhat, rstd = self.kernels.layer_norm(x2, w, b, eps, r2, keep_xhat=self.records)
+            out, xhat, rstd = self.kernels.layer_norm(x2, w, b, eps, r2, keep_xhat=self.records,
+                                                      input_bias=input_bias)
             self.saved = (xhat, rstd, w)
             return out.reshape(x.shape)
         if r2 is not None:
             x2 = x2 + r2
+        if input_bias is not None:
+            x2 = x2 + input_bias.reshape(-1)
         r = x2.shape[0]
         xhat = xp.empty_like(x2)
         rstd = xp.empty((r, 1), dtype=x.dtype)
@@ -91,8 +97,8 @@ class LayerNorm(Function):
         r, d = xhat.shape
         g2 = g.reshape(-1, d)
         need_w, need_b = self.needs_input_grad[1:3]
-        # the residual, when there is one, gets x's gradient
-        need_x = self.needs_input_grad[0] or (len(self.needs_input_grad) > 5 and self.needs_input_grad[5])
+        # the residual and the input bias, when there are, get x's gradient (the bias summed over rows)
+        need_x = any(self.needs_input_grad[i] for i in (0, 5, 6) if i < len(self.needs_input_grad))
         if self.kernels is not None:
             gx2, gw, gb = self.kernels.layer_norm_grad(g2, xhat, rstd, w, need_x)
             return self._grads(None if gx2 is None else gx2.reshape(self.x_shape), gw if need_w else None,
@@ -126,12 +132,14 @@ class LayerNorm(Function):
         return self._grads(gx, gw, gb)
 
     def _grads(self, gx: Any, gw: Any, gb: Any) -> tuple:
-        """The gradient tuple of (x, w, b, d, eps, residual): the residual's is x's (the same array; the
-        engine accumulates an array handed to two inputs without modifying it in place)."""
+        """The gradient tuple of (x, w, b, d, eps, residual, input_bias): the residual's is x's (the same
+        array; the engine accumulates an array handed to two inputs without modifying it in place), the input
+        bias's is x's summed over the rows."""
+        needs = self.needs_input_grad + (False,) * (7 - len(self.needs_input_grad))
         gw = None if gw is None else gw.reshape(self.p_shape)
         gb = None if gb is None else gb.reshape(self.p_shape)
-        gres = gx if len(self.needs_input_grad) > 5 and self.needs_input_grad[5] else None
-        return (gx if self.needs_input_grad[0] else None), gw, gb, None, None, gres
+        gxb = gx.reshape(-1, gx.shape[-1]).sum(axis=0).reshape(self.input_bias_shape) if needs[6] else None
+        return (gx if needs[0] else None), gw, gb, None, None, (gx if needs[5] else None), gxb
 
 
 class RMSNorm(Function):
@@ -247,16 +255,22 @@ def layer_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = Non
 
 
 def add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Any, weight: Tensor | None = None,
-                   bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    """``layer_norm(input + residual, ...)`` with the sum formed inside the normalisation's own pass (no
-    separate tensor for it): the residual connection of post-LN transformer blocks (BERT)."""
+                   bias: Tensor | None = None, eps: float = 1e-5, input_bias: Tensor | None = None) -> Tensor:
+    """``layer_norm(input + residual (+ input_bias), ...)`` with the sum formed inside the normalisation's own
+    pass (no separate tensor for it): the residual connection of post-LN transformer blocks (BERT).
+    ``input_bias`` (of ``normalized_shape``) is the bias of the linear layer that produced ``input``, left out
+    of it so that it costs no pass over the output of its own."""
     if tuple(residual.shape) != tuple(input.shape) or residual.dtype != input.dtype:
         raise RuntimeError(f"add_layer_norm: residual of shape {tuple(residual.shape)} and dtype {residual.dtype} "
                            f"must match the input's {tuple(input.shape)} and {input.dtype}")
     shape = _normalized("add_layer_norm", input, normalized_shape)
     _check_norm_param("add_layer_norm", "weight", weight, shape)
     _check_norm_param("add_layer_norm", "bias", bias, shape)
-    return LayerNorm.apply(input, weight, bias, math.prod(shape), float(eps), residual)
+    _check_norm_param("add_layer_norm", "input_bias", input_bias, shape)
+    if input_bias is not None and input_bias.dtype != input.dtype:
+        raise RuntimeError(f"add_layer_norm: input_bias dtype {input_bias.dtype} must match the input's "
+                           f"{input.dtype}")
+    return LayerNorm.apply(input, weight, bias, math.prod(shape), float(eps), residual, input_bias)
 
 
 def rms_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
