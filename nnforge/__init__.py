@@ -2,13 +2,10 @@
 
 ``import nnforge as nf``; the public API follows PyTorch's names and semantics (see shared/API.md).
 """
-import os as _os
+from ._native_env import apply_openblas_defaults as _apply_openblas_defaults
 
-# NumPy's OpenBLAS keeps its threads spinning for a while after every GEMM, taking the cores from the threaded
-# kernels and attention that follow (MiniLM inference measured 10-15% slower, attention 1.5x). OpenBLAS reads
-# this once, when NumPy loads: it takes effect when nnforge is imported before NumPy (the `nnforge` command
-# always is); a value the user set wins.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# before NumPy loads: OpenBLAS reads its settings once, then (see _native_env)
+_apply_openblas_defaults()
 
 from .backend.host_memory import keep_large_blocks as _keep_large_blocks  # noqa: E402
 

@@ -83,3 +83,38 @@ def test_large_binary_ops_split_over_cores_equal_numpy_bit_for_bit(op):
         del cpu_backend.parallel_for
     assert len(parts) == cpu_backend.num_threads or cpu_backend.num_threads == 1  # one part per core
     assert min(sl.start for sl in parts) == 0 or cpu_backend.num_threads == 1
+
+
+def test_openblas_defaults_pick_the_avx2_kernels_on_zen4_only():
+    from nnforge._native_env import openblas_defaults
+    zen4 = {"vendor_id": "AuthenticAMD", "cpu family": "25", "flags": "fpu sse avx2 avx512f avx512bw"}
+    zen3 = {**zen4, "flags": "fpu sse avx2"}
+    zen5 = {**zen4, "cpu family": "26"}
+    intel = {**zen4, "vendor_id": "GenuineIntel", "cpu family": "6"}
+    assert openblas_defaults(zen4) == {"OPENBLAS_THREAD_TIMEOUT": "4", "OPENBLAS_CORETYPE": "Zen"}
+    for other in (zen3, zen5, intel, {}):
+        assert openblas_defaults(other) == {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def test_openblas_defaults_reach_a_fresh_process_and_a_users_value_wins():
+    """In a process that imports nnforge before NumPy, OpenBLAS runs with the defaults; a value set by the
+    user is kept (threadpoolctl reports the kernel set OpenBLAS chose)."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    from nnforge._native_env import openblas_defaults
+    code = ("import nnforge, os, threadpoolctl; "
+            "print(os.environ.get('OPENBLAS_CORETYPE'), os.environ['OPENBLAS_THREAD_TIMEOUT'], "
+            "[i.get('architecture') for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'][0])")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    core, timeout, arch = out.split()
+    assert timeout == "4"
+    if openblas_defaults().get("OPENBLAS_CORETYPE") == "Zen":
+        assert (core, arch) == ("Zen", "Haswell")  # OpenBLAS serves Zen with its Haswell (AVX2) kernels
+    else:
+        assert core == "None"
+    env["OPENBLAS_THREAD_TIMEOUT"] = "7"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[1] == "7"
