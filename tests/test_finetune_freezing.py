@@ -40,26 +40,29 @@ def _snapshot(model):
 
 
 class _GemmCounter:
-    """Records, for every Linear backward, whether the weight gradient (the g^T x GEMM) was computed."""
+    """Records, for every backward of a linear layer (``Linear``, and ``LinearGelu``: a feed-forward layer's
+    linear + GELU in one op), whether the weight gradient (the g^T x GEMM) was computed."""
 
     def __init__(self, monkeypatch):
         self.weight_grads = []
-        original = linear_op.Linear.backward
+        for op in (linear_op.Linear, linear_op.LinearGelu):
+            self._wrap(monkeypatch, op)
+
+    def _wrap(self, monkeypatch, op):
+        original, original_forward = op.backward, op.forward
         counter = self
 
         def backward(fn, g):
-            gx, gw, gb = original(fn, g)
-            counter.weight_grads.append((fn.saved_shape, gw is not None))
-            return gx, gw, gb
+            grads = original(fn, g)
+            counter.weight_grads.append((fn.saved_shape, grads[1] is not None))
+            return grads
 
-        original_forward = linear_op.Linear.forward
-
-        def forward(fn, x, w, b=None):
+        def forward(fn, x, w, *rest):
             fn.saved_shape = tuple(w.shape)
-            return original_forward(fn, x, w, b)
+            return original_forward(fn, x, w, *rest)
 
-        monkeypatch.setattr(linear_op.Linear, "backward", backward)
-        monkeypatch.setattr(linear_op.Linear, "forward", forward)
+        monkeypatch.setattr(op, "backward", backward)
+        monkeypatch.setattr(op, "forward", forward)
 
 
 def test_frozen_backbone_is_untouched_and_costs_no_weight_gemm(monkeypatch):

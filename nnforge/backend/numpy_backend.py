@@ -178,7 +178,7 @@ class NumpyBackend:
 
 
 _POOL_PREFIX = "nnforge-pool"
-_PARALLEL_ELEMENTWISE = 1 << 20  # elements: below this a binary op stays on one thread (hand-off costs ~0.1 ms)
+_PARALLEL_ELEMENTWISE = 3 << 17  # elements: below this an elementwise op stays on one thread (split breaks even ~300K)
 
 
 def _flat_operand(x: Any, ref: np.ndarray) -> Any:

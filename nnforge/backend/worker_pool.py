@@ -1,28 +1,70 @@
 """Persistent worker threads for ``NumpyBackend.parallel_for``, each handed its task through two locks.
 
 ``concurrent.futures.ThreadPoolExecutor`` costs ~60-90 us per round trip here (a queue, a condition variable
-and a Future per task); a lock released by the caller and acquired by a waiting worker costs ~20-35 us (one
-futex wake each way). On a 0.5 ms elementwise op split over two cores that difference is a fifth of the
-time. Workers never spin: they wait in ``Lock.acquire``, taking no CPU from BLAS or the caller.
+and a Future per task); a lock released by the caller and acquired by a sleeping worker ~20-70 us (a futex
+wake each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed threads poll instead of
+sleeping for a short while (``numba_spin``): a worker for its next task (``NNFORGE_SPIN_US``, default 10 us,
+0 turns polling off: longer windows measured faster back-to-back elementwise ops but took the core from the
+GEMM that follows, LSTM step 65 -> 79 ms at 50 us), the caller for its workers to finish (up to 200 us: it has
+nothing else to do). A round trip then costs ~3-8 us. Polling is only a hint: the locks alone decide who
+runs (a worker that saw its task still takes its lock, already released; one that stopped polling sleeps).
 """
 from __future__ import annotations
 
+import os
 import threading
-from typing import Callable
+from typing import Any, Callable
+
+import numpy as np
+
+
+_SPIN_US = 10  # a worker polls this long for its next task: longer steals the core from a following GEMM
+_CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
+_SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
+
+
+class _Spin:
+    """``spin_until`` and the number of polls that take ``NNFORGE_SPIN_US``; None without numba or when 0."""
+
+    def __new__(cls) -> Any:
+        seconds = float(os.environ.get("NNFORGE_SPIN_US", str(_SPIN_US))) * 1e-6
+        if seconds <= 0:
+            return None
+        try:
+            from .numba_spin import post_then_spin_until, spin_until, spins_for
+        except ImportError:
+            return None
+        spin = object.__new__(cls)
+        spin.until, spin.post_then_until = spin_until, post_then_spin_until
+        per_us = spins_for(1e-4) / 100
+        spin.polls = max(1, int(per_us * seconds * 1e6))  # a worker, for its next task
+        spin.wait_polls = max(1, int(per_us * _CALLER_SPIN_US))  # the caller, for the workers to finish
+        spin.settle = max(1, int(per_us * _SETTLE_US))
+        return spin
 
 
 class _Worker:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, spin: Any) -> None:
         self._go = threading.Lock()
         self._done = threading.Lock()
         self._go.acquire()
         self._done.acquire()
         self._task: Callable[[], None] | None = None
         self._error: BaseException | None = None
+        self._spin = spin
+        self._flags = np.zeros(2, np.int64)  # sequence numbers: [0] the last task posted, [1] the last finished
+        self._posted = 0
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def _loop(self) -> None:
+        seq = 0
         while True:
+            seq += 1
+            if self._spin is not None:
+                # report the previous task done (after its lock release: a caller that sees it finds the lock
+                # free) and poll for this one, both without the GIL
+                spin = self._spin
+                spin.post_then_until(self._flags, 1, seq - 1, 0, seq, spin.polls, spin.settle)
             self._go.acquire()
             try:
                 self._task()
@@ -33,9 +75,13 @@ class _Worker:
 
     def start(self, task: Callable[[], None]) -> None:
         self._task = task
+        self._posted += 1
         self._go.release()
+        self._flags[0] = self._posted
 
     def wait(self) -> BaseException | None:
+        if self._spin is not None:
+            self._spin.until(self._flags, 1, self._posted, self._spin.wait_polls)
         self._done.acquire()
         error, self._error = self._error, None
         return error
@@ -48,7 +94,8 @@ class WorkerPool:
 
     def __init__(self, workers: int, name_prefix: str) -> None:
         self._busy = threading.Lock()
-        self._workers = [_Worker(f"{name_prefix}-{i}") for i in range(workers)]
+        spin = _Spin() if workers else None
+        self._workers = [_Worker(f"{name_prefix}-{i}", spin) for i in range(workers)]
 
     def run(self, tasks: list[Callable[[], None]], own: Callable[[], None]) -> None:
         if len(tasks) > len(self._workers):
