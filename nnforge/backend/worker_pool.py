@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-
 _SPIN_US = 10  # a worker polls this long for its next task: longer steals the core from a following GEMM
 _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
