@@ -109,8 +109,19 @@ def test_large_mul_sum_backward_and_accumulation_match_torch():
     np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_worker_pool_runs_every_task_and_raises_the_first_error():
+@pytest.fixture(params=["polling", "sleeping"])
+def pool_kind(request, monkeypatch):
+    """Worker pools built with compiled polling (numba) and without (NNFORGE_SPIN_US=0: locks only)."""
+    if request.param == "polling":
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setenv("NNFORGE_SPIN_US", "0")
+    return request.param
+
+
+def test_worker_pool_runs_every_task_and_raises_the_first_error(pool_kind):
     pool = WorkerPool(2, "test-pool")
+    assert (pool._workers[0]._spin is not None) == (pool_kind == "polling")
     seen = []
     pool.run([lambda: seen.append(threading.current_thread().name)] * 2, lambda: seen.append("caller"))
     assert sorted(seen) == ["caller", "test-pool-0", "test-pool-1"]
@@ -127,6 +138,30 @@ def test_worker_pool_runs_every_task_and_raises_the_first_error():
     assert sorted(seen) == [1, 2]
     with pytest.raises(ValueError, match="3 tasks for 2 workers"):
         pool.run([lambda: None] * 3, lambda: None)
+
+
+def test_worker_pool_many_quick_rounds_each_run_exactly_once(pool_kind):
+    """Back-to-back rounds (a worker still polling from the last one, or asleep after a pause) never lose,
+    repeat or overlap a task."""
+    import time
+    pool = WorkerPool(1, "rounds-pool")
+    counts = np.zeros(2, np.int64)
+    for i in range(3000):
+        pool.run([lambda: counts.__setitem__(0, counts[0] + 1)], lambda: counts.__setitem__(1, counts[1] + 1))
+        assert counts[0] == counts[1] == i + 1
+        if i % 500 == 0:
+            time.sleep(0.002)  # long enough for the worker to stop polling and sleep
+
+
+def test_spin_until_sees_a_posted_value_and_gives_up_otherwise():
+    pytest.importorskip("numba")
+    from nnforge.backend.numba_spin import post_then_spin_until, spin_until, spins_for
+    flags = np.zeros(3, np.int64)
+    assert not spin_until(flags, 0, 1, 1000)
+    assert post_then_spin_until(flags, 2, 7, 0, 0, 10, 5)  # posts flags[2] = 7, sees flags[0] == 0
+    assert flags[2] == 7
+    assert not post_then_spin_until(flags, 2, 8, 1, 5, 100, 5) and flags[2] == 8
+    assert spins_for(1e-4) > 0
 
 
 def test_worker_pool_busy_runs_a_second_callers_tasks_itself():
