@@ -508,3 +508,21 @@ def test_bert_layer_output_equals_the_unfused_modules(monkeypatch):
     assert len(results[0][1]) == len(results[1][1]) > 20
     for a, b in zip(results[0][1], results[1][1]):
         _close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_add_layer_norm_input_bias_over_two_normalized_dims(path):
+    """normalized_shape (4, 5): the input bias has that shape and its gradient sums over the rows only."""
+    from nnforge.ops.normalization import add_layer_norm
+    rng = np.random.default_rng(16)
+    x, r = (rng.standard_normal((3, 4, 5)).astype(np.float32) for _ in range(2))
+    c = rng.standard_normal((4, 5)).astype(np.float32)
+    ins = [nf.from_numpy(a.copy()).requires_grad_() for a in (x, r, c)]
+    tins = [torch.from_numpy(a).double().requires_grad_() for a in (x, r, c)]
+    out = add_layer_norm(ins[0], ins[1], (4, 5), input_bias=ins[2])
+    tout = torch.nn.functional.layer_norm(tins[0] + tins[1] + tins[2], (4, 5))
+    (out * out).sum().backward()
+    (tout * tout).sum().backward()
+    _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-6)
+    for a, ta in zip(ins, tins):
+        assert a.grad.shape == tuple(ta.shape)
+        _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-5)

@@ -138,7 +138,8 @@ class LayerNorm(Function):
         needs = self.needs_input_grad + (False,) * (7 - len(self.needs_input_grad))
         gw = None if gw is None else gw.reshape(self.p_shape)
         gb = None if gb is None else gb.reshape(self.p_shape)
-        gxb = gx.reshape(-1, gx.shape[-1]).sum(axis=0).reshape(self.input_bias_shape) if needs[6] else None
+        gxb = gx.reshape(-1, math.prod(self.input_bias_shape)).sum(axis=0).reshape(self.input_bias_shape) \
+            if needs[6] else None
         return (gx if needs[0] else None), gw, gb, None, None, (gx if needs[5] else None), gxb
 
 
