@@ -30,6 +30,15 @@ def _close(a: np.ndarray, b: np.ndarray, atol: float, rtol: float = 1e-5) -> Non
     np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), atol=atol, rtol=rtol, equal_nan=True)
 
 
+def _assert_grads_match(ours: list, theirs: list, atol: float, rtol: float = 1e-4) -> None:
+    """Each tensor's gradient equals torch's; where torch's tensor needs none, ours has none either."""
+    for a, ta in zip(ours, theirs):
+        if ta.requires_grad:
+            _close(a.grad.numpy(), ta.grad.numpy(), atol=atol, rtol=rtol)
+        else:
+            assert a.grad is None
+
+
 def test_kernels_offered_only_for_float32_contiguous(monkeypatch):
     monkeypatch.setattr(cpu_backend, "use_fast_kernels", True)
     x32 = np.ones((4, 5), np.float32)
@@ -361,11 +370,7 @@ def test_add_layer_norm_matches_torch_layer_norm_of_the_sum(path, which):
     out.backward(nf.from_numpy(g))
     tout.backward(torch.from_numpy(g))
     _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
-    for a, ta in zip(ins + params, tins + tparams):
-        if ta.requires_grad:
-            _close(a.grad.numpy(), ta.grad.numpy(), atol=5e-4, rtol=1e-4)
-        else:
-            assert a.grad is None
+    _assert_grads_match(ins + params, tins + tparams, atol=5e-4)
     with nf.no_grad():
         again = add_layer_norm(nf.from_numpy(x), nf.from_numpy(r), 24, *params, eps=1e-12)
     np.testing.assert_array_equal(again.numpy(), out.detach().numpy())
@@ -468,11 +473,7 @@ def test_add_layer_norm_with_input_bias_matches_torch(path, which):
     out.backward(nf.from_numpy(g))
     tout.backward(torch.from_numpy(g).double())
     _close(out.detach().numpy(), tout.detach().numpy(), atol=2e-5)
-    for a, ta in zip(ins + params, tins + tparams):
-        if ta.requires_grad:
-            _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-3, rtol=1e-4)
-        else:
-            assert a.grad is None
+    _assert_grads_match(ins + params, tins + tparams, atol=2e-3)
     with nf.no_grad():
         again = add_layer_norm(*(nf.from_numpy(a) for a in (x, r)), 24, *params, eps=1e-12,
                                input_bias=nf.from_numpy(c))
