@@ -158,26 +158,38 @@ def test_attention_masked_rows_and_grads(path):
         _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-5)
 
 
-def test_fast_and_numpy_paths_agree_on_a_bert_layer(monkeypatch):
-    """A whole encoder layer (GELU, softmax in attention, layer norms) forward and backward on both paths."""
+def _tiny_bert(layers: int):
+    """A small random BertModel in eval mode and a (2, 16) batch of token ids for it."""
     from nnforge.models.bert import BertConfig, BertModel
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=16)
     nf.manual_seed(0)
-    model = BertModel(cfg).eval()
-    ids = np.random.default_rng(6).integers(0, 50, size=(2, 16))
+    return BertModel(cfg).eval(), np.random.default_rng(6).integers(0, 50, size=(2, 16))
+
+
+def _hidden_and_grads(model, ids, loss) -> tuple:
+    """last_hidden_state and every parameter gradient after ``loss(last_hidden_state).backward()``."""
+    model.zero_grad()
+    out = model(ids).last_hidden_state
+    loss(out).backward()
+    return out.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters() if p.grad is not None]
+
+
+def _assert_same_results(a: tuple, b: tuple, min_grads: int) -> None:
+    _close(a[0], b[0], atol=1e-5)
+    assert len(a[1]) == len(b[1]) > min_grads
+    for ga, gb in zip(a[1], b[1]):
+        _close(ga, gb, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_and_numpy_paths_agree_on_a_bert_layer(monkeypatch):
+    """A whole encoder layer (GELU, softmax in attention, layer norms) forward and backward on both paths."""
+    model, ids = _tiny_bert(layers=1)
     results = []
     for fast in (True, False):
         monkeypatch.setattr(cpu_backend, "use_fast_kernels", fast)
-        model.zero_grad()
-        out = model(ids).last_hidden_state
-        out.sum().backward()
-        results.append((out.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
-                                               if p.grad is not None]))
-    _close(results[0][0], results[1][0], atol=1e-5)
-    assert len(results[0][1]) == len(results[1][1]) > 10
-    for a, b in zip(results[0][1], results[1][1]):
-        _close(a, b, atol=1e-4, rtol=1e-4)
+        results.append(_hidden_and_grads(model, ids, lambda out: out.sum()))
+    _assert_same_results(*results, min_grads=10)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -488,11 +500,7 @@ def test_bert_layer_output_equals_the_unfused_modules(monkeypatch):
     """BERT's dense -> dropout -> LayerNorm(x + residual) and dense -> GELU, fused (the dense biases inside
     the following pass) in eval mode, must equal running the modules one by one, gradients included."""
     from nnforge.models import bert
-    cfg = bert.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          intermediate_size=64, max_position_embeddings=16)
-    nf.manual_seed(0)
-    model = bert.BertModel(cfg).eval()
-    ids = np.random.default_rng(6).integers(0, 50, size=(2, 16))
+    model, ids = _tiny_bert(layers=2)
     results = []
     for fused in (True, False):
         if not fused:
@@ -500,15 +508,8 @@ def test_bert_layer_output_equals_the_unfused_modules(monkeypatch):
                                 lambda dense, drop, norm, x, res: bert._add_norm(norm, drop(dense(x)), res))
             monkeypatch.setattr(bert.BertIntermediate, "forward",
                                 lambda self, h: self.intermediate_act_fn(self.dense(h)))
-        model.zero_grad()
-        out = model(ids).last_hidden_state
-        (out * out).sum().backward()
-        results.append((out.detach().numpy(), [p.grad.numpy().copy() for p in model.parameters()
-                                               if p.grad is not None]))
-    _close(results[0][0], results[1][0], atol=1e-5)
-    assert len(results[0][1]) == len(results[1][1]) > 20
-    for a, b in zip(results[0][1], results[1][1]):
-        _close(a, b, atol=1e-4, rtol=1e-4)
+        results.append(_hidden_and_grads(model, ids, lambda out: (out * out).sum()))
+    _assert_same_results(*results, min_grads=20)
 
 
 def test_add_layer_norm_input_bias_over_two_normalized_dims(path):
