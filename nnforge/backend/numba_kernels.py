@@ -315,29 +315,48 @@ def layer_norm(x, res, has_res, xb, has_xb, w, b, eps, out, xhat, rstd, keep_xha
     the same pass; + xb (D,) when ``has_xb``: the bias of the linear layer before) for (R, D) arrays; w, b of
     length D (ones/zeros when the layer has none). Writes the normalised rows to ``xhat`` when ``keep_xhat``
     (backward needs them; inference does not). Two passes over each row (mean, then variance of the centred
-    row) keep float32 exact enough for rows with a large mean."""
+    row) keep float32 exact enough for rows with a large mean.
+
+    Each case has its own plain loop: with the flags tested inside one loop, the residual + input-bias case
+    compiled to slow code (4096 x 384: 1.2-32 ms against 0.56 ms now, measured on this 2-core VM)."""
     rows, d = x.shape
     inv_d = _F(1.0 / d)
     for i in range(rows):
+        o, xi = out[i], x[i]
+        if has_res and has_xb:
+            ri = res[i]
+            for j in range(d):
+                o[j] = xi[j] + ri[j] + xb[j]
+        elif has_res:
+            ri = res[i]
+            for j in range(d):
+                o[j] = xi[j] + ri[j]
+        elif has_xb:
+            for j in range(d):
+                o[j] = xi[j] + xb[j]
+        else:
+            for j in range(d):
+                o[j] = xi[j]
         mean = _F(0.0)
         for j in range(d):
-            s = x[i, j] + res[i, j] if has_res else x[i, j]
-            s = s + xb[j] if has_xb else s
-            out[i, j] = s
-            mean += s
+            mean += o[j]
         mean *= inv_d
         var = _F(0.0)
         for j in range(d):
-            c = out[i, j] - mean
-            out[i, j] = c
+            c = o[j] - mean
+            o[j] = c
             var += c * c
         r = _ONE / np.sqrt(var * inv_d + eps)  # np.sqrt keeps float32 (math.sqrt would give float64)
         rstd[i] = r
-        for j in range(d):
-            h = out[i, j] * r
-            if keep_xhat:
-                xhat[i, j] = h
-            out[i, j] = h * w[j] + b[j]
+        if keep_xhat:
+            xh = xhat[i]
+            for j in range(d):
+                h = o[j] * r
+                xh[j] = h
+                o[j] = h * w[j] + b[j]
+        else:
+            for j in range(d):
+                o[j] = o[j] * r * w[j] + b[j]
 
 
 @numba.njit(**_JIT)
