@@ -427,6 +427,36 @@ def test_large_sums_on_both_paths_match_torch(path, shape, op):
     _close(getattr(nf.from_numpy(bad), op)(-1).numpy(), getattr(torch.from_numpy(bad), op)(-1).numpy(), atol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(300_007,), (517, 1031), (3, 70_001), (200, 3, 111)])
+@pytest.mark.parametrize("op", ["amax", "amin"])
+def test_large_amax_amin_on_both_paths_match_torch(path, shape, op):
+    """amax/amin of all elements and over the last axis (the compiled kernel compares ordered integer keys):
+    torch's values exactly, shapes, keepdim, gradients with ties shared; NaN wins over inf in a row, as in
+    torch, and rows without it keep their own extreme."""
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal(shape).astype(np.float32)
+    flat = a.reshape(-1, shape[-1])
+    flat[1 % flat.shape[0], :3] = 7.5 if op == "amax" else -7.5  # a tie in one row (or in the whole array)
+    flat[0, -1] = -0.0
+    for dim, keepdim in ((None, False), (-1, False), (-1, True), (a.ndim - 1, True)):
+        x, t = nf.from_numpy(a).requires_grad_(), torch.from_numpy(a).requires_grad_()
+        kw = {} if dim is None else {"dim": dim, "keepdim": keepdim}
+        out, tout = getattr(x, op)(**kw), getattr(t, op)(**kw)
+        assert out.shape == tuple(tout.shape) and out.dtype == nf.float32
+        np.testing.assert_array_equal(out.detach().numpy(), tout.detach().numpy())
+        out.backward(nf.ones_like(out))
+        tout.backward(torch.ones_like(tout))
+        _close(x.grad.numpy(), t.grad.numpy(), atol=1e-7)
+    bad = a.copy().reshape(-1, shape[-1])
+    # a NaN with its sign bit set (x86's inf - inf) orders below every number as a key, a positive one above
+    bad[0, 5], bad[0, 6], bad[-1, -1] = np.negative(np.float32(np.nan)), np.inf, -np.inf
+    bad[-1, 7] = np.nan
+    bad = bad.reshape(shape)
+    for args in ((), (-1,)):
+        np.testing.assert_array_equal(getattr(nf.from_numpy(bad), op)(*args).numpy(),
+                                      getattr(torch.from_numpy(bad), op)(*args).numpy())
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("grad", [True, False])
 def test_linear_gelu_matches_torch_linear_then_gelu(path, approximate, grad):

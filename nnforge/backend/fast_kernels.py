@@ -63,6 +63,25 @@ class FastKernels:
         nk.sum_rows(rest.reshape(1, -1), partial[k:])
         return np.asarray(partial.sum(), np.float32)
 
+    def extreme(self, a: np.ndarray, last_axis: bool, largest: bool) -> np.ndarray:
+        """Max (``largest``) or min of all elements (a 0-d array) or over the last axis, float32; NaN where
+        the values hold one, as torch's amax/amin."""
+        if last_axis:
+            c = a.shape[-1]
+            out = np.empty(a.shape[:-1], np.float32)
+            x2, o = a.reshape(-1, c), out.reshape(-1)
+            self._split(x2.shape[0], x2.size, lambda sl: nk.extreme_rows(x2[sl], o[sl], largest))
+            return out
+        k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
+        flat = a.reshape(-1)
+        cut = flat.size - flat.size % k
+        partial = np.empty(k + (cut < flat.size), np.float32)
+        main = flat[:cut].reshape(k, -1)
+        self._split(k, a.size, lambda sl: nk.extreme_rows(main[sl], partial[sl], largest))
+        if cut < flat.size:
+            nk.extreme_rows(flat[cut:].reshape(1, -1), partial[k:], largest)
+        return np.asarray(partial.max() if largest else partial.min())  # NumPy's max/min keep a NaN
+
     def erf(self, x: np.ndarray) -> np.ndarray:
         return self._map(nk.erf, np.empty_like(x), x)
 

@@ -160,6 +160,28 @@ def sum_rows(x, out):
 
 
 @numba.njit(**_JIT)
+def extreme_rows(x, out, largest):
+    """out[r] = max (``largest``) or min of row r of the float32 (R, C) array x, NaN where the row holds one
+    (torch's amax/amin). Compared as ordered integer keys (see ``_ordered_key``), one loop per direction."""
+    for r in range(x.shape[0]):
+        row = x[r]
+        has_nan = False
+        if largest:
+            k = int32(-2147483648)
+            for j in range(row.shape[0]):
+                v = row[j]
+                k = max(k, _ordered_key(_bits_from_float(v)))
+                has_nan |= v != v
+        else:
+            k = int32(2147483647)
+            for j in range(row.shape[0]):
+                v = row[j]
+                k = min(k, _ordered_key(_bits_from_float(v)))
+                has_nan |= v != v
+        out[r] = np.float32(np.nan) if has_nan else _float_from_bits(_ordered_key(k))
+
+
+@numba.njit(**_JIT)
 def exp(x, out):
     for i in range(x.size):
         out[i] = _exp(x[i])
