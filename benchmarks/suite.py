@@ -168,9 +168,15 @@ class Workload:
     quick: dict
     target: float | None = None  # the issue's target for the ratio nf/torch
     number: int = 1  # calls per timed repeat
+    # at least this many timed repeats: workloads of under a second per call get more alternations for little
+    # time (on a shared host one call's time moves 10-40% within seconds, so 5 samples left a median to 1-2
+    # outliers: the LSTM step measured 1.07-1.63x in four runs of one afternoon)
+    min_repeats: int = 0
     bandwidth: bool = False
     memory_target: bool = False  # the issue asks nnforge's peak memory <= torch's
 
+
+_CHEAP_REPEATS = 11  # min_repeats of the workloads that take under a second per call
 
 WORKLOADS = [
     Workload("minilm_ft_b16", "MiniLM-L6 fine-tune step (AdamW), B={batch}, L={seq}", _minilm_finetune,
@@ -181,19 +187,20 @@ WORKLOADS = [
              {"batch": 32, "seq": 128}, {"batch": 2, "seq": 16}, target=1.0, memory_target=True),
     Workload("minilm_infer", "MiniLM-L6 inference, B={batch}, L={seq}", _minilm_inference,
              lambda batch, seq: encoder_flops(batch, seq, training=False, **MINILM_CFG),
-             {"batch": 32, "seq": 128}, {"batch": 2, "seq": 16}, target=0.9),
+             {"batch": 32, "seq": 128}, {"batch": 2, "seq": 16}, target=0.9, min_repeats=_CHEAP_REPEATS),
     Workload("gpt2_train", "GPT-2 ({n_layer} layers, {n_embd} wide) train step (AdamW), B={batch}, L={seq}",
              _gpt2, gpt2_flops, {"batch": 4, "seq": 256, **GPT2_CFG}, {"batch": 2, "seq": 16, **GPT2_QUICK}, target=1.0),
     Workload("smollm2_prefill", "SmolLM2-135M prompt processing, {length} tokens", _prefill, prefill_flops,
-             {"length": 128}, {"length": 8}),
+             {"length": 128}, {"length": 8}, min_repeats=_CHEAP_REPEATS),
     Workload("smollm2_generate", "SmolLM2-135M greedy generation, {new} new tokens", _generate, generate_flops,
              {"new": 64}, {"new": 4}, target=1.0),
     Workload("cnn", "Fashion-MNIST CNN train step (Adam), B={batch}", _cnn, cnn_flops,
-             {"batch": 128}, {"batch": 8}, target=1.25, number=3),
+             {"batch": 128}, {"batch": 8}, target=1.25, number=3, min_repeats=_CHEAP_REPEATS),
     Workload("lstm", "LSTM classifier train step (Adam), B={batch}, L={length}, H256", _lstm, lstm_flops,
-             {"batch": 64, "length": 64}, {"batch": 4, "length": 8}, target=1.25),
+             {"batch": 64, "length": 64}, {"batch": 4, "length": 8}, target=1.25, number=3,
+             min_repeats=_CHEAP_REPEATS),
     Workload("adamw", "AdamW step, {params} params", _adamw, adamw_bytes, {"shapes": None},
-             {"shapes": [(500, 200)] * 4}, target=1.0, number=3, bandwidth=True),
+             {"shapes": [(500, 200)] * 4}, target=1.0, number=3, bandwidth=True, min_repeats=_CHEAP_REPEATS),
 ]
 BY_NAME = {w.name: w for w in WORKLOADS}
 
@@ -279,12 +286,13 @@ def run_workload(w: Workload, quick: bool, repeats: int, memory: bool, threads: 
     """Times (alternated, in this process), memory (fresh processes) and the work of one workload."""
     size = size_of(w, quick)
     nf_fn, torch_fn = w.build(**size)
+    repeats = repeats if quick else max(repeats, w.min_repeats)
     nf_s, torch_s = compare(nf_fn, torch_fn, number=w.number, repeats=repeats, warmup=1, settle=SETTLE_S)
     del nf_fn, torch_fn
     gc.collect()
     work = w.work(**size)
-    row = {"name": w.name, "title": title_of(w, size), "nf_ms": nf_s * 1e3, "torch_ms": torch_s * 1e3,
-           "ratio": nf_s / torch_s, "target": w.target, "memory_target": w.memory_target,
+    row = {"name": w.name, "title": title_of(w, size), "repeats": repeats, "nf_ms": nf_s * 1e3,
+           "torch_ms": torch_s * 1e3, "ratio": nf_s / torch_s, "target": w.target, "memory_target": w.memory_target,
            "bytes" if w.bandwidth else "flops": work}
     for side in ("nf", "torch"):
         row[f"{side}_mem"] = measure_memory(w.name, side, quick, mem_steps, threads) if memory else None
@@ -328,6 +336,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _repeats_text(result: dict) -> str:
+    """'5' or '5 (11 for MiniLM-L6 inference, ...)': the timed repeats behind the medians."""
+    more = [row["title"].split(",")[0] for row in result["workloads"] if row.get("repeats", result["repeats"])
+            != result["repeats"]]
+    counts = {row["repeats"] for row in result["workloads"] if "repeats" in row} - {result["repeats"]}
+    if not more:
+        return str(result["repeats"])
+    return f"{result['repeats']} ({', '.join(str(c) for c in sorted(counts))} for {', '.join(more)})"
+
+
 def report(result: dict, markdown: bool) -> str:
     """The table; with ``markdown`` the whole README section (heading, machine, method, table)."""
     text = table(result["workloads"])
@@ -340,7 +358,7 @@ def report(result: dict, markdown: bool) -> str:
          f"BLAS); float32 GEMM peak {result['gemm_gflops']:.1f} GFLOP/s (NumPy matmul, best of the "
          f"probes before and after the run); load average "
          f"{result['load'][0]:.1f} at start, {result['load'][1]:.1f} at end."), "",
-        (f"Times: medians of {result['repeats']} alternated repeats in one process (ratio below 1: nnforge "
+        (f"Times: medians of {_repeats_text(result)} alternated repeats in one process (ratio below 1: nnforge "
          "faster). Memory: each framework in its own fresh process, total peak RSS in MB from after setup "
          "(warm-up included) and, in brackets, the peak RSS growth during the measured steps over the RSS "
          "after one warm-up step. MFU: analytic matmul FLOPs (formulas in `benchmarks/suite.py`) per second "

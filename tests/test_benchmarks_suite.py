@@ -35,6 +35,7 @@ def test_quick_adamw_prints_ratio_row_and_saves_json(tmp_path):
     assert result["threads"] == 1 and result["quick"] is True and result["gemm_gflops"] > 0
     (row,) = result["workloads"]
     assert row["name"] == "adamw" and row["bytes"] == 28 * 4 * 500 * 200
+    assert row["repeats"] == 2  # --quick keeps the repeats asked for (min_repeats applies to full runs)
     assert row["ratio"] == pytest.approx(row["nf_ms"] / row["torch_ms"])
     assert f"{row['ratio']:.2f}" == f"{ratio:.2f}"
     for side in ("nf", "torch"):
@@ -51,6 +52,16 @@ def test_list_and_unknown_workload(capsys):
     with pytest.raises(SystemExit):
         suite.main(["--only", "adamw,resnet"])
     assert "unknown workload(s) resnet" in capsys.readouterr().err
+
+
+def test_cheap_workloads_get_more_repeats_and_the_report_says_so():
+    cheap = {w.name for w in suite.WORKLOADS if w.min_repeats > 5}
+    assert {"minilm_infer", "cnn", "lstm", "adamw"} <= cheap and "gpt2_train" not in cheap
+    result = {"repeats": 5, "workloads": [{"title": "LSTM step, B=64", "repeats": 11},
+                                          {"title": "GPT-2 step, B=4", "repeats": 5},
+                                          {"title": "CNN step, B=128", "repeats": 11}]}
+    assert suite._repeats_text(result) == "5 (11 for LSTM step, CNN step)"
+    assert suite._repeats_text({"repeats": 5, "workloads": result["workloads"][1:2]}) == "5"
 
 
 def test_flop_formulas():
