@@ -1,13 +1,17 @@
 """Persistent worker threads for ``NumpyBackend.parallel_for``, each handed its task through two locks.
 
 ``concurrent.futures.ThreadPoolExecutor`` costs ~60-90 us per round trip here (a queue, a condition variable
-and a Future per task); a lock released by the caller and acquired by a sleeping worker ~20-70 us (a futex
-wake each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed threads poll instead of
-sleeping for a short while (``numba_spin``): a worker for its next task (``NNFORGE_SPIN_US``, default 10 us,
-0 turns polling off: longer windows measured faster back-to-back elementwise ops but took the core from the
-GEMM that follows, LSTM step 65 -> 79 ms at 50 us), the caller for its workers to finish (up to 200 us: it has
-nothing else to do). A round trip then costs ~3-8 us. Polling is only a hint: the locks alone decide who
-runs (a worker that saw its task still takes its lock, already released; one that stopped polling sleeps).
+and a Future per task); a lock released by the caller and acquired by a sleeping worker ~20-70 us (a futex wake
+each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed threads poll instead of
+sleeping for a short while (``numba_spin``): a worker for its next task (``NNFORGE_SPIN_US``, default 30 us, 0
+turns polling off), the caller for its workers to finish (up to 200 us: it has nothing else to do). The
+worker's window is a trade: with 10 us the worker had usually fallen asleep before the next task of a
+back-to-back loop arrived (median start of its share 28 us after the caller's, 5 us with 30; 4M-element
+``x**3`` in blocks of 20 calls, window switched within one process, two runs: 0.77 / 1.05 ms at 10 us, 0.59 /
+0.88 ms at 30 us), while polling longer takes the core from a GEMM thread that follows (paired medians at 30 us
+vs 10 us: MiniLM fine-tune step 1.014x, LSTM step 1.00x, MiniLM inference 0.98x; at 50 us the fine-tune step
+1.02x). A round trip then costs ~3-8 us. Polling is only a hint: the locks alone decide who runs (a worker that
+saw its task still takes its lock, already released; one that stopped polling sleeps).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-_SPIN_US = 10  # a worker polls this long for its next task: longer steals the core from a following GEMM
+_SPIN_US = 30  # a worker polls this long for its next task (see above for the trade)
 _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
 
