@@ -17,21 +17,25 @@ N = 3 * (1 << 19) + 7  # above the split threshold, not a multiple of the core c
 
 @pytest.fixture
 def split_slices():
-    """Records the slices ``parallel_for`` hands out while a test runs."""
+    """Records the per-core calls ``run_parts`` runs while a test runs (``functools.partial`` objects)."""
     parts = []
-    original = cpu_backend.parallel_for
+    original = cpu_backend.run_parts
 
-    def recording(n, f, **kw):
-        return original(n, lambda sl: (parts.append(sl), f(sl)), **kw)
+    def recording(calls):
+        parts.extend(calls)
+        return original(calls)
 
-    cpu_backend.parallel_for = recording
+    cpu_backend.run_parts = recording
     yield parts
-    del cpu_backend.parallel_for
+    del cpu_backend.run_parts
 
 
 def _assert_split(parts):
+    """One call per core, and together they cover the output exactly once (its pieces' sizes add up to N)."""
     if cpu_backend.num_threads > 1:
         assert len(parts) == cpu_backend.num_threads, parts
+        outs = [call.keywords["out"] if "out" in (call.keywords or {}) else call.args[-1] for call in parts]
+        assert sum(o.size for o in outs) == N and outs[0].base is not None
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "abs", "sin", "cos", "tanh"])

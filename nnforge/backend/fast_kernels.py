@@ -6,6 +6,7 @@ tests check that both paths agree.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -25,21 +26,22 @@ class FastKernels:
 
     def _split(self, n: int, size: int, fn: Callable[[slice], None], serial: bool = False) -> None:
         """``fn`` over ``range(n)`` (items of ``size`` elements in all): in one call when small or ``serial``
-        (already inside ``parallel_for``), else one share per core."""
+        (already inside ``parallel_for``), else one contiguous slice per core."""
         if serial or size < _PARALLEL_MIN or n < 2:
             fn(slice(0, n))
             return
-        k = self.backend.num_threads
-        self.backend.parallel_for(n, fn, grain=-(-n // k), pin_blas=False)
+        b = self.backend.part_bounds(n)
+        self.backend.run_parts([functools.partial(fn, slice(b[i], b[i + 1])) for i in range(len(b) - 1)])
 
     def _map(self, kernel: Callable, out: np.ndarray, *arrays: Any) -> np.ndarray:
-        """``kernel(*flat_inputs, flat_out, *scalars)`` over matching pieces of flat arrays; scalars pass
-        through."""
-        flat = [a.reshape(-1) if isinstance(a, np.ndarray) else a for a in arrays]
+        """``kernel(*flat_inputs, flat_out, *scalars)`` over matching pieces of flat arrays (the arrays first,
+        then the scalars); each core's call is a partial of the kernel itself (see ``backend.run_parts``)."""
+        flat = [a.reshape(-1) for a in arrays if isinstance(a, np.ndarray)]
+        scalars = [a for a in arrays if not isinstance(a, np.ndarray)]
         o = out.reshape(-1)
-        n_arrays = sum(isinstance(a, np.ndarray) for a in arrays)
-        self._split(o.size, o.size, lambda sl: kernel(*(a[sl] for a in flat[:n_arrays]), o[sl],
-                                                      *flat[n_arrays:]))
+        b = self.backend.part_bounds(o.size) if o.size >= _PARALLEL_MIN else [0, o.size]
+        self.backend.run_parts([functools.partial(kernel, *(a[b[i]:b[i + 1]] for a in flat), o[b[i]:b[i + 1]],
+                                                  *scalars) for i in range(len(b) - 1)])
         return out
 
     def cube(self, a: np.ndarray) -> np.ndarray:
