@@ -47,42 +47,38 @@ class FastKernels:
     def cube(self, a: np.ndarray) -> np.ndarray:
         return self._map(nk.cube, np.empty_like(a), a)
 
-    def sum(self, a: np.ndarray, last_axis: bool) -> np.ndarray:
-        """Sum of all elements (a 0-d array), or over the last axis (shape ``a.shape[:-1]``), float32. Every
-        share of the work adds in float64 across blocks of 1024 (see ``numba_kernels._sum64``)."""
+    def _reduce(self, rows: Callable, a: np.ndarray, last_axis: bool, partial_dtype: Any) -> np.ndarray:
+        """``rows(x2, out)``, a kernel reducing each row of x2 into out, over the last axis of ``a`` (returns the
+        result, shape ``a.shape[:-1]``, float32), or over ``a`` cut into one flat part per core plus any
+        remainder (returns the parts' results in ``partial_dtype``, for the caller to combine)."""
         if last_axis:
-            c = a.shape[-1]
             out = np.empty(a.shape[:-1], np.float32)
-            x2, o = a.reshape(-1, c), out.reshape(-1)
-            self._split(x2.shape[0], x2.size, lambda sl: nk.sum_rows(x2[sl], o[sl]))
+            x2, o = a.reshape(-1, a.shape[-1]), out.reshape(-1)
+            self._split(x2.shape[0], x2.size, lambda sl: rows(x2[sl], o[sl]))
             return out
         k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
         flat = a.reshape(-1)
-        # the array as k rows (a remainder of fewer than k elements is a last row of its own)
-        main, rest = flat[:flat.size - flat.size % k].reshape(k, -1), flat[flat.size - flat.size % k:]
-        partial = np.zeros(k + 1)
-        self._split(k, a.size, lambda sl: nk.sum_rows(main[sl], partial[sl]))
-        nk.sum_rows(rest.reshape(1, -1), partial[k:])
-        return np.asarray(partial.sum(), np.float32)
+        cut = flat.size - flat.size % k  # k equal rows; a remainder of fewer than k elements is a row of its own
+        partial = np.empty(k + (cut < flat.size), partial_dtype)
+        main = flat[:cut].reshape(k, -1)
+        self._split(k, a.size, lambda sl: rows(main[sl], partial[sl]))
+        if cut < flat.size:
+            rows(flat[cut:].reshape(1, -1), partial[k:])
+        return partial
+
+    def sum(self, a: np.ndarray, last_axis: bool) -> np.ndarray:
+        """Sum of all elements (a 0-d array), or over the last axis (shape ``a.shape[:-1]``), float32. Every
+        share of the work adds in float64 across blocks of 1024 (see ``numba_kernels._sum64``)."""
+        out = self._reduce(nk.sum_rows, a, last_axis, np.float64)
+        return out if last_axis else np.asarray(out.sum(), np.float32)
 
     def extreme(self, a: np.ndarray, last_axis: bool, largest: bool) -> np.ndarray:
         """Max (``largest``) or min of all elements (a 0-d array) or over the last axis, float32; NaN where
         the values hold one, as torch's amax/amin."""
+        out = self._reduce(lambda x2, o: nk.extreme_rows(x2, o, largest), a, last_axis, np.float32)
         if last_axis:
-            c = a.shape[-1]
-            out = np.empty(a.shape[:-1], np.float32)
-            x2, o = a.reshape(-1, c), out.reshape(-1)
-            self._split(x2.shape[0], x2.size, lambda sl: nk.extreme_rows(x2[sl], o[sl], largest))
             return out
-        k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
-        flat = a.reshape(-1)
-        cut = flat.size - flat.size % k
-        partial = np.empty(k + (cut < flat.size), np.float32)
-        main = flat[:cut].reshape(k, -1)
-        self._split(k, a.size, lambda sl: nk.extreme_rows(main[sl], partial[sl], largest))
-        if cut < flat.size:
-            nk.extreme_rows(flat[cut:].reshape(1, -1), partial[k:], largest)
-        return np.asarray(partial.max() if largest else partial.min())  # NumPy's max/min keep a NaN
+        return np.asarray(out.max() if largest else out.min())  # NumPy's max/min keep a NaN
 
     def erf(self, x: np.ndarray) -> np.ndarray:
         return self._map(nk.erf, np.empty_like(x), x)

@@ -32,29 +32,34 @@ def _count(shape: tuple, axes: tuple | None) -> int:
 _COMPILED_SUM_MIN = 1 << 16  # elements: smaller sums stay NumPy's (exactly its result)
 
 
-def _compiled_sum(backend: Any, a: Any, axes: Any, keepdim: bool) -> Any:
-    """The sum of all of a large float32 array, or over its last axis, from the compiled kernel (NumPy's sum
-    runs on one thread at ~1/6 of torch's speed); None where it does not apply."""
+def _compiled_kernels(backend: Any, a: Any, axes: Any) -> Any:
+    """The compiled kernels for a reduction of a large float32 array over everything or its last axis (NumPy
+    reduces on one thread: sums at ~1/6 of torch's speed, amax over rows 4-7x its time); None where they do
+    not apply."""
     if a.size < _COMPILED_SUM_MIN or not (axes is None or axes == (a.ndim - 1,)):
         return None
-    kernels = backend.kernels_for(a)
+    return backend.kernels_for(a)
+
+
+def _keepdims_shape(a: Any, axes: Any) -> list:
+    return [1] * a.ndim if axes is None else [*a.shape[:-1], 1]
+
+
+def _compiled_sum(backend: Any, a: Any, axes: Any, keepdim: bool) -> Any:
+    """The compiled sum where ``_compiled_kernels`` applies, else None."""
+    kernels = _compiled_kernels(backend, a, axes)
     if kernels is None:
         return None
     out = kernels.sum(a, last_axis=axes is not None)
-    return out.reshape([1] * a.ndim if axes is None else a.shape[:-1] + (1,)) if keepdim else out
+    return out.reshape(_keepdims_shape(a, axes)) if keepdim else out
 
 
 def _compiled_extreme(backend: Any, a: Any, axes: Any, largest: bool) -> Any:
-    """amax/amin (keepdims shape) of all of a large float32 array or over its last axis, from the compiled
-    kernel split over the cores (NumPy's max runs on one thread: 4-7x torch's time on 4096 x 1024); None
-    where it does not apply."""
-    if a.size < _COMPILED_SUM_MIN or not (axes is None or axes == (a.ndim - 1,)):
-        return None
-    kernels = backend.kernels_for(a)
+    """amax/amin (keepdims shape) where ``_compiled_kernels`` applies, else None."""
+    kernels = _compiled_kernels(backend, a, axes)
     if kernels is None:
         return None
-    out = kernels.extreme(a, last_axis=axes is not None, largest=largest)
-    return out.reshape([1] * a.ndim if axes is None else a.shape[:-1] + (1,))
+    return kernels.extreme(a, last_axis=axes is not None, largest=largest).reshape(_keepdims_shape(a, axes))
 
 
 class Sum(Function):
