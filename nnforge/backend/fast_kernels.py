@@ -30,8 +30,7 @@ class FastKernels:
         if serial or size < _PARALLEL_MIN or n < 2:
             fn(slice(0, n))
             return
-        b = self.backend.part_bounds(n)
-        self.backend.run_parts([functools.partial(fn, slice(b[i], b[i + 1])) for i in range(len(b) - 1)])
+        self.backend.run_parts([functools.partial(fn, sl) for sl in self.backend.part_slices(n)])
 
     def _map(self, kernel: Callable, out: np.ndarray, *arrays: Any) -> np.ndarray:
         """``kernel(*flat_inputs, flat_out, *scalars)`` over matching pieces of flat arrays (the arrays first,
@@ -39,9 +38,8 @@ class FastKernels:
         flat = [a.reshape(-1) for a in arrays if isinstance(a, np.ndarray)]
         scalars = [a for a in arrays if not isinstance(a, np.ndarray)]
         o = out.reshape(-1)
-        b = self.backend.part_bounds(o.size) if o.size >= _PARALLEL_MIN else [0, o.size]
-        self.backend.run_parts([functools.partial(kernel, *(a[b[i]:b[i + 1]] for a in flat), o[b[i]:b[i + 1]],
-                                                  *scalars) for i in range(len(b) - 1)])
+        parts = self.backend.part_slices(o.size) if o.size >= _PARALLEL_MIN else [slice(0, o.size)]
+        self.backend.run_parts([functools.partial(kernel, *(a[sl] for a in flat), o[sl], *scalars) for sl in parts])
         return out
 
     def cube(self, a: np.ndarray) -> np.ndarray:
