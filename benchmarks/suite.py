@@ -339,12 +339,12 @@ def table(rows: list[dict]) -> str:
 
 def _repeats_text(result: dict) -> str:
     """'5' or '5 (11 for MiniLM-L6 inference, ...)': the timed repeats behind the medians."""
-    more = [row["title"].split(",")[0] for row in result["workloads"] if row.get("repeats", result["repeats"])
-            != result["repeats"]]
-    counts = {row["repeats"] for row in result["workloads"] if "repeats" in row} - {result["repeats"]}
+    base = result["repeats"]
+    more = [row for row in result["workloads"] if row.get("repeats", base) != base]
     if not more:
-        return str(result["repeats"])
-    return f"{result['repeats']} ({', '.join(str(c) for c in sorted(counts))} for {', '.join(more)})"
+        return str(base)
+    counts = ", ".join(str(c) for c in sorted({row["repeats"] for row in more}))
+    return f"{base} ({counts} for {', '.join(row['title'].split(',')[0] for row in more)})"
 
 
 def report(result: dict, markdown: bool) -> str:
