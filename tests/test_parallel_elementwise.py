@@ -10,7 +10,7 @@ import torch
 
 import nnforge as nf
 from nnforge.backend import cpu_backend
-from nnforge.backend.worker_pool import WorkerPool
+from nnforge.backend.worker_pool import CompiledTask, WorkerPool
 
 N = 3 * (1 << 19) + 7  # above the split threshold, not a multiple of the core count
 
@@ -34,7 +34,8 @@ def _assert_split(parts):
     """One call per core, and together they cover the output exactly once (its pieces' sizes add up to N)."""
     if cpu_backend.num_threads > 1:
         assert len(parts) == cpu_backend.num_threads, parts
-        outs = [call.keywords["out"] if "out" in (call.keywords or {}) else call.args[-1] for call in parts]
+        outs = [call.out if isinstance(call, CompiledTask) else call.keywords["out"] if "out" in (call.keywords or {})
+                else call.args[-1] for call in parts]
         assert sum(o.size for o in outs) == N and outs[0].base is not None
 
 
@@ -95,6 +96,11 @@ def test_binary_into_out_in_place(split_slices):
     wrong = np.empty(N, np.float64)  # an out of another dtype takes NumPy's own path
     expected = np.add(acc, g, out=np.empty_like(wrong))
     np.testing.assert_array_equal(cpu_backend.binary(np.add, acc, g, out=wrong), expected)
+    split_slices.clear()
+    buf = np.arange(N + 1, dtype=np.float32)
+    shifted = np.add(buf[1:], g)  # an input overlapping out shifted by one: NumPy copies it first
+    np.testing.assert_array_equal(cpu_backend.binary(np.add, buf[1:], g, out=buf[:-1]), shifted)
+    assert split_slices == []  # not split: the two parts would race at the seam
 
 
 def test_large_mul_sum_backward_and_accumulation_match_torch():
@@ -159,12 +165,11 @@ def test_worker_pool_many_quick_rounds_each_run_exactly_once(pool_kind):
 
 def test_spin_until_sees_a_posted_value_and_gives_up_otherwise():
     pytest.importorskip("numba")
-    from nnforge.backend.numba_spin import post_then_spin_until, spin_until, spins_for
+    from nnforge.backend.numba_spin import spin_until, spins_for
     flags = np.zeros(3, np.int64)
     assert not spin_until(flags, 0, 1, 1000)
-    assert post_then_spin_until(flags, 2, 7, 0, 0, 10, 5)  # posts flags[2] = 7, sees flags[0] == 0
-    assert flags[2] == 7
-    assert not post_then_spin_until(flags, 2, 8, 1, 5, 100, 5) and flags[2] == 8
+    flags[2] = 7
+    assert spin_until(flags, 2, 7, 10)
     assert spins_for(1e-4) > 0
 
 

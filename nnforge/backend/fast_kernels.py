@@ -7,11 +7,15 @@ tests check that both paths agree.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import numpy as np
 
 from . import numba_kernels as nk
+from . import numba_tasks as nt
+from .ufunc_loops import binary_loop
+from .worker_pool import CompiledTask
 
 _PARALLEL_MIN = 1 << 15  # elements: below this, handing work to other threads costs more than it saves
 _COLS_T_MAX_C = 4  # convolutions of inputs with at most this many channels use the transposed im2col matrix
@@ -32,42 +36,82 @@ class FastKernels:
             return
         self.backend.run_parts([functools.partial(fn, sl) for sl in self.backend.part_slices(n)])
 
-    def _map(self, kernel: Callable, out: np.ndarray, *arrays: Any) -> np.ndarray:
-        """``kernel(*flat_inputs, flat_out, *scalars)`` over matching pieces of flat arrays (the arrays first,
-        then the scalars); each core's call is a partial of the kernel itself (see ``backend.run_parts``)."""
-        flat = [a.reshape(-1) for a in arrays if isinstance(a, np.ndarray)]
-        scalars = [a for a in arrays if not isinstance(a, np.ndarray)]
-        o = out.reshape(-1)
-        parts = self.backend.part_slices(o.size) if o.size >= _PARALLEL_MIN else [slice(0, o.size)]
-        self.backend.run_parts([functools.partial(kernel, *(a[sl] for a in flat), o[sl], *scalars) for sl in parts])
+    def _map(self, op: int, out: np.ndarray, x: np.ndarray, y: np.ndarray | None = None,
+             scalar: Any = 0.0, flag: int = 0) -> np.ndarray:
+        """``numba_tasks.run_elementwise(op, x, y, out, scalar, flag)`` over flat arrays, one piece per core; each
+        piece is a ``CompiledTask``, which a polling worker runs without taking the GIL."""
+        fx, fo = x.reshape(-1), out.reshape(-1)
+        fy = fx if y is None else y.reshape(-1)
+        s = np.float32(scalar)
+        parts = self.backend.part_slices(fo.size) if fo.size >= _PARALLEL_MIN else [slice(0, fo.size)]
+        self.backend.run_parts([CompiledTask(functools.partial(nt.run_elementwise, op, fx[sl], fy[sl], fo[sl], s, flag),
+                                             op, fx[sl], fy[sl], fo[sl], s, flag) for sl in parts])
         return out
 
-    def cube(self, a: np.ndarray) -> np.ndarray:
-        return self._map(nk.cube, np.empty_like(a), a)
+    def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:
+        """``ufunc(a, b, out=out)`` split over the cores for ``backend.binary``: out and a and/or b flat float32
+        arrays, the other a single value. Each share is a ``CompiledTask`` that a polling worker runs by calling
+        the ufunc's own inner loop (``ufunc_loops``). False (nothing done) when that cannot be: no such loop, a
+        value that float32 cannot hold, or an input overlapping out other than exactly (NumPy then copies)."""
+        loop = binary_loop(ufunc, np.float32)
+        if loop is None:
+            return False
+        if type(a) is np.ndarray and type(b) is np.ndarray:
+            mode, value = nt.ARRAYS, np.float32(0.0)
+        else:
+            mode = nt.SCALAR_Y if type(a) is np.ndarray else nt.SCALAR_X
+            value = _float32_value(b if mode == nt.SCALAR_Y else a)
+            if value is None:
+                return False
+            a, b = (a, value) if mode == nt.SCALAR_Y else (value, b)
+        x, y = (b, b) if mode == nt.SCALAR_X else (a, b if mode == nt.ARRAYS else a)  # the arrays post() reads
+        parts = self.backend.part_slices(out.size)
+        self.backend.run_parts([
+            CompiledTask(functools.partial(ufunc, a[sl] if mode != nt.SCALAR_X else a,
+                                           b[sl] if mode != nt.SCALAR_Y else b, out=out[sl]),
+                         nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop) for sl in parts])
+        return True
 
-    def _reduce(self, rows: Callable, a: np.ndarray, last_axis: bool, partial_dtype: Any) -> np.ndarray:
+    def cube(self, a: np.ndarray) -> np.ndarray:
+        return self._map(nt.CUBE, np.empty_like(a), a)
+
+    def _reduce(self, rows: Callable, a: np.ndarray, last_axis: bool, partial_dtype: Any,
+                op: int | None = None) -> np.ndarray:
         """``rows(x2, out)``, a kernel reducing each row of x2 into out, over the last axis of ``a`` (returns the
         result, shape ``a.shape[:-1]``, float32), or over ``a`` cut into one flat part per core plus any
-        remainder (returns the parts' results in ``partial_dtype``, for the caller to combine)."""
+        remainder (returns the parts' results in ``partial_dtype``, for the caller to combine). ``op``: the
+        kernel's operation in ``numba_tasks``, if it has one."""
         if last_axis:
             out = np.empty(a.shape[:-1], np.float32)
-            x2, o = a.reshape(-1, a.shape[-1]), out.reshape(-1)
-            self._split(x2.shape[0], x2.size, lambda sl: rows(x2[sl], o[sl]))
+            self._rows(rows, op, a.reshape(-1, a.shape[-1]), out.reshape(-1))
             return out
         k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
         flat = a.reshape(-1)
         cut = flat.size - flat.size % k  # k equal rows; a remainder of fewer than k elements is a row of its own
         partial = np.empty(k + (cut < flat.size), partial_dtype)
-        main = flat[:cut].reshape(k, -1)
-        self._split(k, a.size, lambda sl: rows(main[sl], partial[sl]))
+        self._rows(rows, op, flat[:cut].reshape(k, -1), partial[:k])
         if cut < flat.size:
             rows(flat[cut:].reshape(1, -1), partial[k:])
         return partial
 
+    def _rows(self, rows: Callable, op: int | None, x2: np.ndarray, out: np.ndarray) -> None:
+        """``rows(x2, out)`` with x2's rows split over the cores; each share a ``CompiledTask`` when ``op`` is
+        given (``numba_tasks.SUM_ROWS`` takes out's dtype, float32 or float64, as its flag)."""
+        if x2.size < _PARALLEL_MIN or x2.shape[0] < 2:
+            rows(x2, out)
+            return
+        parts = self.backend.part_slices(x2.shape[0])
+        if op is None:
+            self.backend.run_parts([functools.partial(rows, x2[sl], out[sl]) for sl in parts])
+            return
+        flag = int(out.dtype == np.float64)
+        self.backend.run_parts([CompiledTask(functools.partial(rows, x2[sl], out[sl]), op, x2[sl], x2[sl], out[sl],
+                                             flag=flag) for sl in parts])
+
     def sum(self, a: np.ndarray, last_axis: bool) -> np.ndarray:
         """Sum of all elements (a 0-d array), or over the last axis (shape ``a.shape[:-1]``), float32. Every
         share of the work adds in float64 across blocks of 1024 (see ``numba_kernels._sum64``)."""
-        out = self._reduce(nk.sum_rows, a, last_axis, np.float64)
+        out = self._reduce(nk.sum_rows, a, last_axis, np.float64, nt.SUM_ROWS)
         return out if last_axis else np.asarray(out.sum(), np.float32)
 
     def extreme(self, a: np.ndarray, last_axis: bool, largest: bool) -> np.ndarray:
@@ -79,15 +123,15 @@ class FastKernels:
         return np.asarray(out.max() if largest else out.min())  # NumPy's max/min keep a NaN
 
     def erf(self, x: np.ndarray) -> np.ndarray:
-        return self._map(nk.erf, np.empty_like(x), x)
+        return self._map(nt.ERF, np.empty_like(x), x)
 
     def exp(self, x: np.ndarray) -> np.ndarray:
         """The compiled ``_exp`` that softmax and GELU use inside their loops, exposed for its accuracy test
         (for ``Tensor.exp`` itself NumPy's SIMD exp is as fast, so ops do not call this)."""
-        return self._map(nk.exp, np.empty_like(x), x)
+        return self._map(nt.EXP, np.empty_like(x), x)
 
     def gelu(self, x: np.ndarray, approximate: str) -> np.ndarray:
-        return self._map(nk.gelu, np.empty_like(x), x, approximate == "tanh")
+        return self._map(nt.GELU, np.empty_like(x), x, flag=int(approximate == "tanh"))
 
     def bias_gelu(self, h: np.ndarray, b: np.ndarray, approximate: str, keep_input: bool) -> np.ndarray:
         """gelu(h + b) for a GEMM output h (R, C) and bias b (C,), one pass. With ``keep_input`` h becomes
@@ -101,7 +145,7 @@ class FastKernels:
         return out
 
     def gelu_grad(self, g: np.ndarray, x: np.ndarray, approximate: str) -> np.ndarray:
-        return self._map(nk.gelu_grad, np.empty_like(x), np.ascontiguousarray(g), x, approximate == "tanh")
+        return self._map(nt.GELU_GRAD, np.empty_like(x), np.ascontiguousarray(g), x, flag=int(approximate == "tanh"))
 
     def softmax(self, x: np.ndarray) -> np.ndarray:
         """Softmax over the last axis into a new array (rows of -inf become NaN, as in torch)."""
@@ -393,3 +437,17 @@ class FastKernels:
         a, b, o = flat
         self._split(o.size, o.size, lambda sl: ck.relu_grad(a[sl], b[sl], o[sl]))
         return out
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32_value(v: Any) -> np.float32 | None:
+    """A Python number or NumPy float32 scalar as the float32 that NumPy's float32 ufuncs compute with (NEP 50);
+    None for a finite value beyond float32's range (NumPy warns of the overflow; let it)."""
+    if type(v) is np.float32:
+        return v
+    if type(v) in (int, float) and (abs(v) <= _FLOAT32_MAX or type(v) is float and not math.isfinite(v)):
+        return np.float32(v)
+    return None
+

@@ -48,21 +48,6 @@ def spin_until(flags, index, value, max_spins):
     return _load_acquire(flags, index) == value
 
 
-@numba.njit(nogil=True, cache=True)
-def post_then_spin_until(flags, post_index, post_value, index, value, max_spins, settle_spins):
-    """flags[post_index] = post_value, then ``spin_until(flags, index, value, max_spins)``; after seeing it,
-    ``settle_spins`` more polls before returning. Posting from here, without the GIL, lets the thread that
-    waits for the post take the GIL at once; the settling gives the poster time to let go of the GIL before
-    this thread asks for it (a thread that finds the GIL taken sleeps, and waking it costs ~20 us)."""
-    _store_release(flags, post_index, post_value)
-    seen = spin_until(flags, index, value, max_spins)
-    if seen:
-        for _ in range(settle_spins):
-            if _load_acquire(flags, index) != value:  # never true: keeps the loop from being removed
-                break
-    return seen
-
-
 def spins_for(seconds: float) -> int:
     """How many polls of ``spin_until`` take about ``seconds`` on this machine (measured once)."""
     flags = np.zeros(1, np.int64)

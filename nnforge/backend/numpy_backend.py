@@ -90,14 +90,17 @@ class NumpyBackend:
             return ufunc(a, b) if out is None else ufunc(a, b, out=out)
         parts = self._split_operands(a, b)
         if parts is not None and out is not None and not (out.shape == parts[0].shape and out.dtype == parts[0].dtype
-                                                          and out.flags.c_contiguous):
-            parts = None
+                                                          and out.flags.c_contiguous and not _overlaps(parts, out)):
+            parts = None  # an input overlapping out other than exactly: NumPy copies it first, split calls would race
         if parts is None:
             return ufunc(a, b) if out is None else ufunc(a, b, out=out)
         ref, fa, fb = parts
         if out is None:
             out = np.empty_like(ref)
         fo = out.reshape(-1)
+        kernels = self.kernels_for(ref)
+        if kernels is not None and kernels.binary(ufunc, fa, fb, fo):
+            return out
         self.run_parts([functools.partial(ufunc, fa[sl] if type(fa) is np.ndarray else fa,
                                           fb[sl] if type(fb) is np.ndarray else fb, out=fo[sl])
                         for sl in self.part_slices(fo.size)])
@@ -208,6 +211,14 @@ def _flat_operand(x: Any, ref: np.ndarray) -> Any:
     if x.size == 1 and x.ndim <= ref.ndim:
         return x.reshape(())[()]
     return None
+
+
+def _overlaps(parts: tuple, out: np.ndarray) -> bool:
+    """Whether an array among ``binary``'s split operands shares memory with ``out`` other than as the same flat
+    array (an in-place op's input is fine: each element is read before it is written, by the same thread)."""
+    start = out.__array_interface__["data"][0]
+    return any(type(v) is np.ndarray and np.may_share_memory(v, out)
+               and (v.__array_interface__["data"][0] != start or v.size != out.size) for v in parts[1:])
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -34,16 +35,35 @@ class _Spin:
         if seconds <= 0:
             return None
         try:
-            from .numba_spin import post_then_spin_until, spin_until, spins_for
+            from .numba_spin import spin_until, spins_for
+            from .numba_tasks import DESCRIPTOR_SIZE, post, serve
         except ImportError:
             return None
         spin = object.__new__(cls)
-        spin.until, spin.post_then_until = spin_until, post_then_spin_until
+        spin.until = spin_until
+        spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
         per_us = spins_for(1e-4) / 100
-        spin.polls = max(1, int(per_us * seconds * 1e6))  # a worker, for its next task
+        spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
+        spin.yield_ns = int(float(os.environ.get("NNFORGE_YIELD_US", "100")) * 1e3)
         spin.wait_polls = max(1, int(per_us * _CALLER_SPIN_US))  # the caller, for the workers to finish
         spin.settle = max(1, int(per_us * _SETTLE_US))
         return spin
+
+
+class CompiledTask:
+    """A share of an op that a polling worker runs inside its compiled wait, never taking the GIL
+    (``numba_tasks``): ``op`` and its operands as ``numba_tasks.post`` takes them, and ``call``, which does the
+    same work on any thread (the caller's own share, or a worker that is not polling)."""
+
+    __slots__ = ("call", "op", "x", "y", "out", "scalar", "flag", "loop")
+
+    def __init__(self, call: Callable[[], None], op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray,
+                 scalar: np.float32 = np.float32(0.0), flag: int = 0, loop: tuple[int, int] = (0, 0)) -> None:
+        self.call, self.op, self.x, self.y, self.out = call, op, x, y, out
+        self.scalar, self.flag, self.loop = scalar, flag, loop
+
+    def __call__(self) -> None:
+        self.call()
 
 
 class _Worker:
@@ -55,36 +75,58 @@ class _Worker:
         self._task: Callable[[], None] | None = None
         self._error: BaseException | None = None
         self._spin = spin
-        self._flags = np.zeros(2, np.int64)  # sequence numbers: [0] the last task posted, [1] the last finished
+        # [0] the last task posted, [1] the last finished (sequence numbers), [2] polling state (numba_tasks)
+        self._flags = np.zeros(3, np.int64)
+        self._descriptor = np.zeros(spin.descriptor_size if spin is not None else 1, np.int64)
+        self._scalars = np.zeros(1, np.float32)
         self._posted = 0
+        self._compiled = False  # whether the task in flight was posted as a compiled task
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def _loop(self) -> None:
-        seq = 0
+        done = 0
         while True:
-            seq += 1
             if self._spin is not None:
-                # report the previous task done (after its lock release: a caller that sees it finds the lock
-                # free) and poll for this one, both without the GIL
+                # report the tasks done (after the lock release: a caller that sees it finds the lock free), then
+                # run compiled tasks and poll for the next, all without the GIL, until a Python task or a timeout
                 spin = self._spin
-                spin.post_then_until(self._flags, 1, seq - 1, 0, seq, spin.polls, spin.settle)
+                done = spin.serve(self._flags, self._descriptor, self._scalars, done, spin.spin_ns, spin.yield_ns,
+                                  time.CLOCK_MONOTONIC, spin.settle)
             self._go.acquire()
             try:
                 self._task()
             except BaseException as e:  # handed to the caller, raised there
                 self._error = e
             self._task = None  # drop the closure (and the arrays it holds) before reporting done
+            done += 1
             self._done.release()
 
     def start(self, task: Callable[[], None]) -> None:
-        self._task = task
         self._posted += 1
+        spin = self._spin
+        self._compiled = (spin is not None and type(task) is CompiledTask
+                          and spin.post(self._flags, self._descriptor, self._scalars, self._posted, task.op,
+                                        task.x, task.y, task.out, task.scalar, task.flag, *task.loop))
+        if self._compiled:
+            return
+        self._task = task
+        self._descriptor[0] = 0  # numba_tasks.PYTHON: the worker returns to Python and takes its lock
         self._go.release()
         self._flags[0] = self._posted
 
     def wait(self) -> BaseException | None:
-        if self._spin is not None:
-            self._spin.until(self._flags, 1, self._posted, self._spin.wait_polls)
+        spin = self._spin
+        if self._compiled:  # the worker runs it without the GIL and will finish: poll for that
+            interrupted = None
+            while True:
+                try:
+                    if spin.until(self._flags, 1, self._posted, spin.wait_polls):
+                        return interrupted
+                    time.sleep(0)
+                except BaseException as e:  # e.g. Ctrl-C: still wait, as the worker writes into arrays we hold
+                    interrupted = e
+        if spin is not None:
+            spin.until(self._flags, 1, self._posted, spin.wait_polls)
         self._done.acquire()
         error, self._error = self._error, None
         return error

@@ -1,0 +1,213 @@
+"""Compiled tasks that a polling pool worker runs straight from its compiled wait, without ever taking the GIL.
+
+A worker that polls for its next task (``numba_spin``) sees a post within a microsecond, but a task that is a
+Python callable still needs the GIL, which the caller holds until its own share's kernel starts: the worker
+then sleeps on the GIL and starts its share ~40-50 us after the caller (timestamps inside the pool, 4M-element
+``x**3``), a tenth of the op. For the kernels listed here the caller instead writes the operation and its
+arrays' addresses into the worker's descriptor, and ``serve`` (the worker's polling loop) runs the kernel on
+views of those addresses and goes on polling: no GIL, no lock, no wake-up on either side.
+
+Handing over is a small state machine in ``flags[STATE]`` changed only by atomic operations, so that a task
+is never posted to a worker that has stopped polling: the caller claims a polling worker (POLLING ->
+CLAIMED, compare-and-exchange) before posting; a worker whose polling times out leaves only if nobody
+claimed it (POLLING -> AWAY). An unclaimed worker is reached through its lock as before (``worker_pool``).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import numba_kernels as nk
+from .numba_spin import _load_acquire, _store_release, spin_until
+
+# indices into a worker's flags (int64): sequence numbers of the last task posted and finished, and its state
+POSTED, FINISHED, STATE = 0, 1, 2
+AWAY, POLLING, CLAIMED = 0, 1, 2
+# a task's descriptor (int64): operation, x's rows and columns, the addresses of x, y and out, an int flag, and
+# for UFUNC the addresses of a NumPy inner loop and its data (``ufunc_loops``)
+OP, ROWS, COLS, X, Y, OUT, FLAG, LOOP, LOOP_DATA = range(9)
+DESCRIPTOR_SIZE = 9
+# operations; PYTHON is the callable in the worker's Python slot (the worker returns to Python for it)
+PYTHON, CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS = range(8)
+# UFUNC's flag: both operands arrays, or x an array and y the scalar, or x the scalar and y an array
+ARRAYS, SCALAR_Y, SCALAR_X = range(3)
+
+
+@intrinsic
+def _compare_exchange(typingctx, flags, index, expected, desired):
+    """flags[index] = desired if it equals expected (atomically, acquire-release); True if it did."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, array, [args[1]])
+        pair = builder.cmpxchg(pointer, args[2], args[3], "acq_rel", "acquire")
+        return builder.extract_value(pair, 1)
+    return types.boolean(flags, index, types.int64, types.int64), codegen
+
+
+def _pointer_intrinsic(element: types.Type):
+    pointer_type = types.CPointer(element)
+
+    def pointer(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(pointer_type))
+        return pointer_type(types.int64), codegen
+    return intrinsic(pointer)
+
+
+_f32_pointer = _pointer_intrinsic(types.float32)
+_f64_pointer = _pointer_intrinsic(types.float64)
+
+
+@intrinsic
+def _call_binary_loop(typingctx, loop, data, x, y, out, n, step_x, step_y, step_out):
+    """NumPy's inner loop ``loop(char **args, npy_intp *dimensions, npy_intp *steps, void *data)`` over n
+    elements at the addresses x, y (inputs) and out, with the given byte steps (0: one value for all)."""
+    def codegen(context, builder, signature, args):
+        loop, data, x, y, out, n, step_x, step_y, step_out = args
+        byte_pointer, i64 = ir.IntType(8).as_pointer(), ir.IntType(64)
+        pointers = cgutils.alloca_once(builder, byte_pointer, size=3)
+        steps = cgutils.alloca_once(builder, i64, size=3)
+        for k, (address, step) in enumerate(((x, step_x), (y, step_y), (out, step_out))):
+            builder.store(builder.inttoptr(address, byte_pointer), builder.gep(pointers, [ir.Constant(i64, k)]))
+            builder.store(step, builder.gep(steps, [ir.Constant(i64, k)]))
+        dimensions = cgutils.alloca_once_value(builder, n)
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer.as_pointer(), i64.as_pointer(), i64.as_pointer(),
+                                                        byte_pointer])
+        function = builder.inttoptr(loop, function_type.as_pointer())
+        builder.call(function, [pointers, dimensions, steps, builder.inttoptr(data, byte_pointer)])
+        return context.get_dummy_value()
+    return types.void(*([types.int64] * 9)), codegen
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    """libc's sched_yield(): lets another thread that is ready to run on this core (a BLAS thread) go first.
+    Declared by name in the IR (not through ctypes), so that the functions calling it can be cached."""
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        builder.call(function, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _clock_ns(typingctx, clock_id):
+    """clock_gettime(clock_id) in nanoseconds (a vDSO call, ~20-50 ns); ``time.CLOCK_MONOTONIC`` is the id."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        timespec = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))  # time_t, long: 64-bit ABIs
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), [ir.IntType(32), timespec.type]), "clock_gettime")
+        builder.call(function, [builder.trunc(args[0], ir.IntType(32)), timespec])
+        seconds = builder.load(cgutils.gep_inbounds(builder, timespec, 0, 0))
+        nanoseconds = builder.load(cgutils.gep_inbounds(builder, timespec, 0, 1))
+        return builder.add(builder.mul(seconds, ir.Constant(i64, 1_000_000_000)), nanoseconds)
+    return types.int64(types.int64), codegen
+
+
+_POLLS_PER_CLOCK_READ = 256  # ~60 ns of polling between two reads of the clock
+
+
+@numba.njit(nogil=True, cache=True)
+def _poll_for_post(flags, seq, spin_ns, yield_ns, clock_id):
+    """Poll until task ``seq`` is posted: for ``spin_ns``, then for ``yield_ns`` more yielding the core between
+    polls (a thread that waits for the core, e.g. a BLAS thread, gets it); True if it was posted."""
+    spin_end = _clock_ns(clock_id) + spin_ns
+    end = spin_end + yield_ns
+    while True:
+        if spin_until(flags, POSTED, seq, _POLLS_PER_CLOCK_READ):
+            return True
+        now = _clock_ns(clock_id)
+        if now >= end:
+            return _load_acquire(flags, POSTED) == seq
+        if now >= spin_end:
+            _sched_yield()
+
+
+@numba.njit(nogil=True, cache=True)
+def run_elementwise(op, x, y, out, scalar, flag):
+    """One elementwise operation over flat float32 arrays: the caller's share, and the worker's (on views of
+    the posted addresses). ``y`` is unused by the unary operations; GELU and GELU_GRAD take the tanh approximation as ``flag``, GELU_GRAD ``x`` as
+    the gradient and ``y`` as the input."""
+    if op == CUBE:
+        nk.cube(x, out)
+    elif op == EXP:
+        nk.exp(x, out)
+    elif op == ERF:
+        nk.erf(x, out)
+    elif op == GELU:
+        nk.gelu(x, out, flag != 0)
+    elif op == GELU_GRAD:
+        nk.gelu_grad(x, y, out, flag != 0)
+
+
+@numba.njit(nogil=True, cache=True)
+def _run_posted(descriptor, scalars):
+    op, rows, cols, flag = descriptor[OP], descriptor[ROWS], descriptor[COLS], descriptor[FLAG]
+    x_at, y_at, out_at = descriptor[X], descriptor[Y], descriptor[OUT]
+    n = rows * cols
+    if op == UFUNC:  # float32 operands; a scalar operand is read from scalars[0] for every element
+        scalar_at = np.int64(scalars.ctypes.data)
+        _call_binary_loop(descriptor[LOOP], descriptor[LOOP_DATA], scalar_at if flag == SCALAR_X else x_at,
+                          scalar_at if flag == SCALAR_Y else y_at, out_at, n,
+                          0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+    elif op == SUM_ROWS:  # flag: out is float64 (else float32)
+        x = numba.carray(_f32_pointer(x_at), (rows, cols))
+        if flag:
+            nk.sum_rows(x, numba.carray(_f64_pointer(out_at), rows))
+        else:
+            nk.sum_rows(x, numba.carray(_f32_pointer(out_at), rows))
+    else:
+        run_elementwise(op, numba.carray(_f32_pointer(x_at), n), numba.carray(_f32_pointer(y_at), n),
+                        numba.carray(_f32_pointer(out_at), n), scalars[0], flag)
+
+
+@numba.njit(nogil=True, cache=True)
+def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, clock_id, settle_spins):
+    """The worker's wait, after ``done`` tasks: report them finished, then run compiled tasks as they are posted
+    until a Python task arrives or none comes for the time ``_poll_for_post`` polls; returns the number of tasks done. The
+    worker then takes its lock (released for a Python task, or by the next post once it sleeps)."""
+    _store_release(flags, STATE, POLLING)
+    while True:
+        _store_release(flags, FINISHED, done)
+        if not _poll_for_post(flags, done + 1, spin_ns, yield_ns, clock_id):
+            if _compare_exchange(flags, STATE, POLLING, AWAY):
+                return done
+            while _load_acquire(flags, POSTED) != done + 1:  # claimed just now: the post is on its way
+                pass
+        if descriptor[OP] == PYTHON:
+            _store_release(flags, STATE, AWAY)
+            for _ in range(settle_spins):  # let the poster release the GIL before this thread asks for it
+                if _load_acquire(flags, POSTED) != done + 1:  # never true: keeps the loop from being removed
+                    break
+            return done
+        _run_posted(descriptor, scalars)
+        done += 1
+        _store_release(flags, STATE, POLLING)  # before FINISHED: the caller posts again only after seeing that
+
+
+@numba.njit(cache=True)
+def post(flags, descriptor, scalars, seq, op, x, y, out, scalar, flag, loop, loop_data):
+    """Post task ``seq`` to a worker if it is polling (claims it first); False, with nothing changed, if it
+    is not. ``x`` is flat, or 2-d for SUM_ROWS (for UFUNC with a scalar x, pass y as x: it sets the size); the
+    arrays must stay alive until the worker reports ``seq``
+    finished."""
+    if not _compare_exchange(flags, STATE, POLLING, CLAIMED):
+        return False
+    descriptor[OP] = op
+    descriptor[ROWS] = x.shape[0] if x.ndim == 2 else 1
+    descriptor[COLS] = x.size // descriptor[ROWS] if x.size else 0
+    descriptor[X] = np.int64(x.ctypes.data)
+    descriptor[Y] = np.int64(y.ctypes.data)
+    descriptor[OUT] = np.int64(out.ctypes.data)
+    descriptor[FLAG] = flag
+    descriptor[LOOP] = loop
+    descriptor[LOOP_DATA] = loop_data
+    scalars[0] = scalar
+    _store_release(flags, POSTED, seq)
+    return True

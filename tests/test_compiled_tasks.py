@@ -1,0 +1,185 @@
+"""Compiled tasks (``numba_tasks``): a polling worker runs its share of a large op without the GIL, calling a
+compiled kernel or NumPy's own inner loop (``ufunc_loops``). Results must be the same as on the calling thread
+(bit for bit for elementwise ops), whether the worker took the task compiled, through its lock (asleep), or
+the two kinds of task alternate; the caller never leaves while the worker still writes."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import nnforge as nf
+from nnforge.backend import cpu_backend
+from nnforge.backend.numpy_backend import _thread_pool
+from nnforge.backend.worker_pool import CompiledTask, WorkerPool
+
+pytest.importorskip("numba")
+from nnforge.backend import numba_kernels as nk  # noqa: E402
+from nnforge.backend import numba_tasks as nt  # noqa: E402
+from nnforge.backend.ufunc_loops import binary_loop  # noqa: E402
+
+N = 3 * (1 << 19) + 7  # above the split thresholds, not a multiple of the core count
+pytestmark = pytest.mark.skipif(cpu_backend.num_threads < 2, reason="needs two cores for a pool worker")
+
+
+@pytest.fixture
+def posts(monkeypatch):
+    """Counts the backend pool's compiled posts that a polling worker took ([0]) and refused ([1])."""
+    pool = _thread_pool(cpu_backend.num_threads - 1, os.getpid())
+    spin = pool._workers[0]._spin
+    if spin is None:
+        pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
+    counts = [0, 0]
+    real = spin.post
+
+    def counting(*args):
+        taken = real(*args)
+        counts[0 if taken else 1] += 1
+        return taken
+
+    monkeypatch.setattr(spin, "post", counting)
+    return counts, spin
+
+
+def _poll_for(spin, monkeypatch, yield_ns):
+    """Sets how long the worker polls after a task, and hands it a Python task so that its next wait has it."""
+    monkeypatch.setattr(spin, "yield_ns", yield_ns)
+    cpu_backend.run_parts([lambda: None] * cpu_backend.num_threads)
+
+
+def _ops(rng):
+    a = rng.standard_normal(N).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    b[::997] = 0  # division by zero: inf and NaN as in NumPy
+    x, y = nf.from_numpy(a), nf.from_numpy(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return [
+            ("x**3", lambda: x ** 3, a * a * a),
+            ("erf", lambda: x.erf(), _whole(nk.erf, a)),
+            ("gelu", lambda: nf.nn.functional.gelu(x), _whole(nk.gelu, a, False)),
+            ("gelu tanh", lambda: nf.nn.functional.gelu(x, approximate="tanh"), _whole(nk.gelu, a, True)),
+            ("add", lambda: x + y, a + b), ("sub", lambda: x - y, a - b), ("mul", lambda: x * y, a * b),
+            ("div", lambda: x / y, a / b), ("mul value", lambda: x * 0.1, a * np.float32(0.1)),
+            ("value sub", lambda: 3 - x, np.float32(3) - a), ("value div", lambda: 2.5 / y, np.float32(2.5) / b),
+        ]
+
+
+def _whole(kernel, a, *flags):
+    out = np.empty_like(a)
+    kernel(a, out, *flags)
+    return out
+
+
+def test_split_ops_on_a_polling_worker_equal_one_thread_bit_for_bit(posts, monkeypatch):
+    counts, spin = posts
+    _poll_for(spin, monkeypatch, 10**8)  # polls through the checks between the ops
+    for name, op, expected in _ops(np.random.default_rng(0)):
+        counts[:] = [0, 0]
+        for _ in range(4):  # back to back: the worker is still polling from the last round
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.testing.assert_array_equal(op().numpy(), expected, err_msg=name)
+        assert counts[0] > 0, (name, counts)
+
+
+def test_split_ops_reach_a_sleeping_worker_through_its_lock(posts, monkeypatch):
+    counts, spin = posts
+    _poll_for(spin, monkeypatch, 0)
+    ops = _ops(np.random.default_rng(1))
+    for name, op, expected in ops:
+        counts[:] = [0, 0]
+        time.sleep(0.005)  # far past the worker's polling window: it sleeps on its lock
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(op().numpy(), expected, err_msg=name)
+        assert counts[1] == 1, (name, counts)
+
+
+def test_in_place_binary_ops(posts, monkeypatch):
+    counts, spin = posts
+    _poll_for(spin, monkeypatch, 10**8)
+    rng = np.random.default_rng(2)
+    acc, g = (rng.standard_normal(N).astype(np.float32) for _ in range(2))
+    expected = acc + g
+    for _ in range(3):
+        counts[:] = [0, 0]
+        copy = acc.copy()
+        assert cpu_backend.binary(np.add, copy, g, out=copy) is copy  # out is an input: fine for the loop
+        np.testing.assert_array_equal(copy, expected)
+        assert counts[0] > 0
+
+
+def test_sums_and_mul_sum_backward_match_torch(posts, monkeypatch):
+    counts, spin = posts
+    _poll_for(spin, monkeypatch, 10**8)
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal(N).astype(np.float32) for _ in range(2))
+    rows = rng.standard_normal((4096, 1024)).astype(np.float32)
+    x, y = nf.from_numpy(a.copy()).requires_grad_(), nf.from_numpy(b.copy()).requires_grad_()
+    tx, ty = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
+    counts[:] = [0, 0]
+    for _ in range(3):
+        (x * y).sum().backward()
+        (tx * ty).sum().backward()
+        assert abs(nf.from_numpy(rows).sum().item() - torch.from_numpy(rows).sum().item()) < 1e-3
+        np.testing.assert_allclose(nf.from_numpy(rows).sum(dim=-1).numpy(), torch.from_numpy(rows).sum(-1).numpy(),
+                                   rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert counts[0] > 0
+
+
+def _cube_task(x, out):
+    return CompiledTask(lambda: nk.cube(x, out), nt.CUBE, x, x, out)
+
+
+def test_compiled_and_python_tasks_alternate_each_run_exactly_once():
+    """The worker's state machine: compiled tasks (run in its wait), Python tasks (through its lock) and
+    pauses long enough for it to sleep, in any order, never lose, repeat or overlap a task."""
+    pool = WorkerPool(1, "tasks-pool")
+    if pool._workers[0]._spin is None:
+        pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(1 << 12).astype(np.float32)
+    counts = np.zeros(2, np.int64)
+    for i in range(3000):
+        if i % 3:
+            out = np.full_like(x, np.nan)
+            pool.run([_cube_task(x, out)], lambda: counts.__setitem__(1, counts[1] + 1))
+            np.testing.assert_array_equal(out, x * x * x)
+        else:
+            pool.run([lambda: counts.__setitem__(0, counts[0] + 1)], lambda: counts.__setitem__(1, counts[1] + 1))
+        assert counts[0] == (i + 3) // 3 and counts[1] == i + 1
+        if i % 400 == 0:
+            time.sleep(0.01)  # the worker stops polling and sleeps
+
+
+def test_an_interrupted_wait_still_waits_for_the_compiled_task(monkeypatch):
+    pool = WorkerPool(1, "interrupt-pool")
+    spin = pool._workers[0]._spin
+    if spin is None:
+        pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
+    x = np.random.default_rng(5).standard_normal(1 << 22).astype(np.float32)
+    out = np.full_like(x, np.nan)
+    pool.run([_cube_task(x[:8], out[:8])], lambda: None)  # the worker now polls
+    real, calls = spin.until, []
+
+    def interrupted_once(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(spin, "until", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        pool.run([_cube_task(x, out)], lambda: None)
+    np.testing.assert_array_equal(out, x * x * x)  # the worker had finished before the interrupt was raised
+
+
+def test_binary_loop_reads_only_checked_binary_ufunc_loops():
+    assert binary_loop(np.add, np.float32) is not None and binary_loop(np.multiply, np.float64) is not None
+    assert binary_loop(np.add, np.float32) != binary_loop(np.multiply, np.float32)
+    assert binary_loop(np.exp, np.float32) is None  # unary
+    assert binary_loop(np.ldexp, np.float32) is None  # no ff->f loop
+    assert binary_loop(max, np.float32) is None  # not a ufunc
