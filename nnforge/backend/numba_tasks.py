@@ -170,8 +170,8 @@ def _run_posted(descriptor, scalars):
 @numba.njit(nogil=True, cache=True)
 def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, clock_id, settle_spins):
     """The worker's wait, after ``done`` tasks: report them finished, then run compiled tasks as they are posted
-    until a Python task arrives or none comes for the time ``_poll_for_post`` polls; returns the number of tasks done. The
-    worker then takes its lock (released for a Python task, or by the next post once it sleeps)."""
+    until a Python task arrives or none comes while ``_poll_for_post`` polls; returns the number of tasks done.
+    The worker then takes its lock (released for a Python task, or by the next post once it sleeps)."""
     _store_release(flags, STATE, POLLING)
     while True:
         _store_release(flags, FINISHED, done)

@@ -1,17 +1,26 @@
-"""Persistent worker threads for ``NumpyBackend.parallel_for``, each handed its task through two locks.
+"""Persistent worker threads for ``NumpyBackend.run_parts`` / ``parallel_for``, each handed its task through
+two locks, or, while it polls, through shared memory without the GIL.
 
 ``concurrent.futures.ThreadPoolExecutor`` costs ~60-90 us per round trip here (a queue, a condition variable
 and a Future per task); a lock released by the caller and acquired by a sleeping worker ~20-70 us (a futex wake
-each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed threads poll instead of
-sleeping for a short while (``numba_spin``): a worker for its next task (``NNFORGE_SPIN_US``, default 30 us, 0
-turns polling off), the caller for its workers to finish (up to 200 us: it has nothing else to do). The
-worker's window is a trade: with 10 us the worker had usually fallen asleep before the next task of a
-back-to-back loop arrived (median start of its share 28 us after the caller's, 5 us with 30; 4M-element
-``x**3`` in blocks of 20 calls, window switched within one process, two runs: 0.77 / 1.05 ms at 10 us, 0.59 /
-0.88 ms at 30 us), while polling longer takes the core from a GEMM thread that follows (paired medians at 30 us
-vs 10 us: MiniLM fine-tune step 1.014x, LSTM step 1.00x, MiniLM inference 0.98x; at 50 us the fine-tune step
-1.02x). A round trip then costs ~3-8 us. Polling is only a hint: the locks alone decide who runs (a worker that
-saw its task still takes its lock, already released; one that stopped polling sleeps).
+each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed (on POSIX systems) threads
+poll instead of sleeping for a while: a worker for its next task, first for ``NNFORGE_SPIN_US`` (default 30
+us; 0 turns polling off) and then 100 us more yielding its core between polls (``sched_yield``: a BLAS thread
+that wants the core gets it), the caller for its workers to finish (up to 200 us: it has nothing else to do).
+
+A task the worker sees while polling still needed the GIL to start when it was a Python callable, and the
+caller holds the GIL until its own share's kernel starts: the worker slept on the GIL and began its share
+~40-50 us after the caller. Tasks that are ``CompiledTask``s (cube, erf, GELU and its gradient, sums, and
+NumPy's add/sub/mul/div loops) it runs inside its compiled wait instead (``numba_tasks``), and goes on polling.
+The windows were chosen by switching them within one process (paired medians against the previous pool: no
+compiled tasks, and a "30 us" window counted in polls calibrated outside the worker's loop, which inside it
+lasted 11 us; the windows are now read off the clock): 30 us + 100 us yielding gave 4M-element ``x**3`` 0.95x,
+mul+sum forward and backward 0.99x, MiniLM inference 0.99x, fine-tune step 1.00x, LSTM step 0.99x; 300 us
+yielding: fine-tune 0.97x but the LSTM 1.00x paired with its median 13% up.
+
+Polling is only a hint for Python tasks: the locks alone decide who runs (a worker that saw its task still
+takes its lock, already released; one that stopped polling sleeps). A compiled task is posted only to a worker
+claimed while it polls (``numba_tasks``); otherwise it goes through the lock like a Python task.
 """
 from __future__ import annotations
 
@@ -22,17 +31,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-_SPIN_US = 30  # a worker polls this long for its next task (see above for the trade)
+_SPIN_US = 30  # a worker polls this long for its next task (see above for the trade) ...
+_YIELD_US = 100  # ... and this much longer, yielding its core between polls
 _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
 
 
 class _Spin:
-    """``spin_until`` and the number of polls that take ``NNFORGE_SPIN_US``; None without numba or when 0."""
+    """The compiled polling functions and their windows; None without numba, off POSIX, or when
+    ``NNFORGE_SPIN_US`` is 0."""
 
     def __new__(cls) -> Any:
         seconds = float(os.environ.get("NNFORGE_SPIN_US", str(_SPIN_US))) * 1e-6
-        if seconds <= 0:
+        if seconds <= 0 or os.name != "posix":  # numba_tasks calls sched_yield and clock_gettime
             return None
         try:
             from .numba_spin import spin_until, spins_for
@@ -44,7 +55,7 @@ class _Spin:
         spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
-        spin.yield_ns = int(float(os.environ.get("NNFORGE_YIELD_US", "100")) * 1e3)
+        spin.yield_ns = _YIELD_US * 1000  # then yielding the core between polls
         spin.wait_polls = max(1, int(per_us * _CALLER_SPIN_US))  # the caller, for the workers to finish
         spin.settle = max(1, int(per_us * _SETTLE_US))
         return spin
