@@ -132,8 +132,8 @@ def _poll_for_post(flags, seq, spin_ns, yield_ns, clock_id):
 @numba.njit(nogil=True, cache=True)
 def run_elementwise(op, x, y, out, scalar, flag):
     """One elementwise operation over flat float32 arrays: the caller's share, and the worker's (on views of
-    the posted addresses). ``y`` is unused by the unary operations; GELU and GELU_GRAD take the tanh approximation as ``flag``, GELU_GRAD ``x`` as
-    the gradient and ``y`` as the input."""
+    the posted addresses). ``y`` is unused by the unary operations; GELU and GELU_GRAD take the tanh
+    approximation as ``flag``, GELU_GRAD ``x`` as the gradient and ``y`` as the input."""
     if op == CUBE:
         nk.cube(x, out)
     elif op == EXP:
