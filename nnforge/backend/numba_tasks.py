@@ -24,8 +24,10 @@ from numba.extending import intrinsic
 from . import numba_kernels as nk
 from .numba_spin import _load_acquire, _store_release, spin_until
 
-# indices into a worker's flags (int64): sequence numbers of the last task posted and finished, and its state
-POSTED, FINISHED, STATE = 0, 1, 2
+# indices into a worker's flags (int64): sequence numbers of the last task posted, finished, and collected by
+# the caller (it returned from waiting for it), and the worker's state
+POSTED, FINISHED, STATE, COLLECTED = 0, 1, 2, 3
+FLAGS_SIZE = 4
 AWAY, POLLING, CLAIMED = 0, 1, 2
 # a task's descriptor (int64): operation, x's rows and columns, the addresses of x, y and out, an int flag, and
 # for UFUNC the addresses of a NumPy inner loop and its data (``ufunc_loops``)
@@ -114,10 +116,20 @@ _POLLS_PER_CLOCK_READ = 256  # ~60 ns of polling between two reads of the clock
 
 
 @numba.njit(nogil=True, cache=True)
-def _poll_for_post(flags, seq, spin_ns, yield_ns, clock_id):
-    """Poll until task ``seq`` is posted: for ``spin_ns``, then for ``yield_ns`` more yielding the core between
-    polls (a thread that waits for the core, e.g. a BLAS thread, gets it); True if it was posted."""
-    spin_end = _clock_ns(clock_id) + spin_ns
+def _poll_for_post(flags, seq, spin_ns, yield_ns, collect_ns, clock_id):
+    """Poll until task ``seq`` is posted: while the caller has not yet collected task ``seq - 1`` (up to
+    ``collect_ns``), then for ``spin_ns``, then ``yield_ns`` more; True if it was posted. All but the middle
+    phase yield the core between polls (a thread that waits for it, e.g. a BLAS thread, gets it). Counting
+    the windows from the collection, not from this worker's finish, keeps a worker that finished its share
+    early polling through a slow spell of the caller's, which would otherwise find it asleep."""
+    now = _clock_ns(clock_id)
+    collect_end = now + collect_ns
+    while _load_acquire(flags, COLLECTED) < seq - 1 and now < collect_end:
+        if spin_until(flags, POSTED, seq, _POLLS_PER_CLOCK_READ):
+            return True
+        _sched_yield()
+        now = _clock_ns(clock_id)
+    spin_end = now + spin_ns
     end = spin_end + yield_ns
     while True:
         if spin_until(flags, POSTED, seq, _POLLS_PER_CLOCK_READ):
@@ -168,14 +180,14 @@ def _run_posted(descriptor, scalars):
 
 
 @numba.njit(nogil=True, cache=True)
-def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, clock_id, settle_spins):
+def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, collect_ns, clock_id, settle_spins):
     """The worker's wait, after ``done`` tasks: report them finished, then run compiled tasks as they are posted
     until a Python task arrives or none comes while ``_poll_for_post`` polls; returns the number of tasks done.
     The worker then takes its lock (released for a Python task, or by the next post once it sleeps)."""
     _store_release(flags, STATE, POLLING)
     while True:
         _store_release(flags, FINISHED, done)
-        if not _poll_for_post(flags, done + 1, spin_ns, yield_ns, clock_id):
+        if not _poll_for_post(flags, done + 1, spin_ns, yield_ns, collect_ns, clock_id):
             if _compare_exchange(flags, STATE, POLLING, AWAY):
                 return done
             while _load_acquire(flags, POSTED) != done + 1:  # claimed just now: the post is on its way

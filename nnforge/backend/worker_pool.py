@@ -33,6 +33,7 @@ import numpy as np
 
 _SPIN_US = 30  # a worker polls this long for its next task (see above for the trade) ...
 _YIELD_US = 100  # ... and this much longer, yielding its core between polls
+_COLLECT_US = 2000  # at most this long the worker waits for the caller to collect its last task (numba_tasks)
 _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
 
@@ -47,15 +48,16 @@ class _Spin:
             return None
         try:
             from .numba_spin import spin_until, spins_for
-            from .numba_tasks import DESCRIPTOR_SIZE, post, serve
+            from .numba_tasks import DESCRIPTOR_SIZE, FLAGS_SIZE, post, serve
         except ImportError:
             return None
         spin = object.__new__(cls)
         spin.until = spin_until
-        spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
+        spin.serve, spin.post, spin.descriptor_size, spin.flags_size = serve, post, DESCRIPTOR_SIZE, FLAGS_SIZE
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
         spin.yield_ns = _YIELD_US * 1000  # then yielding the core between polls
+        spin.collect_ns = _COLLECT_US * 1000  # (both counted from when the caller collected the last task)
         spin.wait_polls = max(1, int(per_us * _CALLER_SPIN_US))  # the caller, for the workers to finish
         spin.settle = max(1, int(per_us * _SETTLE_US))
         return spin
@@ -86,8 +88,8 @@ class _Worker:
         self._task: Callable[[], None] | None = None
         self._error: BaseException | None = None
         self._spin = spin
-        # [0] the last task posted, [1] the last finished (sequence numbers), [2] polling state (numba_tasks)
-        self._flags = np.zeros(3, np.int64)
+        # sequence numbers of the last task posted, finished and collected; the polling state (numba_tasks)
+        self._flags = np.zeros(spin.flags_size if spin is not None else 4, np.int64)
         self._descriptor = np.zeros(spin.descriptor_size if spin is not None else 1, np.int64)
         self._scalars = np.zeros(1, np.float32)
         self._posted = 0
@@ -102,7 +104,7 @@ class _Worker:
                 # run compiled tasks and poll for the next, all without the GIL, until a Python task or a timeout
                 spin = self._spin
                 done = spin.serve(self._flags, self._descriptor, self._scalars, done, spin.spin_ns, spin.yield_ns,
-                                  time.CLOCK_MONOTONIC, spin.settle)
+                                  spin.collect_ns, time.CLOCK_MONOTONIC, spin.settle)
             self._go.acquire()
             try:
                 self._task()
@@ -132,6 +134,7 @@ class _Worker:
             while True:
                 try:
                     if spin.until(self._flags, 1, self._posted, spin.wait_polls):
+                        self._flags[3] = self._posted  # collected (numba_tasks.COLLECTED)
                         return interrupted
                     time.sleep(0)
                 except BaseException as e:  # e.g. Ctrl-C: still wait, as the worker writes into arrays we hold
@@ -139,6 +142,7 @@ class _Worker:
         if spin is not None:
             spin.until(self._flags, 1, self._posted, spin.wait_polls)
         self._done.acquire()
+        self._flags[3] = self._posted
         error, self._error = self._error, None
         return error
 
