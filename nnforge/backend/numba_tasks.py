@@ -23,18 +23,15 @@ from numba.extending import intrinsic
 
 from . import numba_kernels as nk
 from .numba_spin import _load_acquire, _store_release, spin_until
+from .worker_pool import COLLECTED, FINISHED, OP, POSTED, PYTHON, STATE  # the flags and descriptor layout
 
-# indices into a worker's flags (int64): sequence numbers of the last task posted, finished, and collected by
-# the caller (it returned from waiting for it), and the worker's state
-POSTED, FINISHED, STATE, COLLECTED = 0, 1, 2, 3
-FLAGS_SIZE = 4
-AWAY, POLLING, CLAIMED = 0, 1, 2
+AWAY, POLLING, CLAIMED = 0, 1, 2  # flags[STATE]
 # a task's descriptor (int64): operation, x's rows and columns, the addresses of x, y and out, an int flag, and
 # for UFUNC the addresses of a NumPy inner loop and its data (``ufunc_loops``)
-OP, ROWS, COLS, X, Y, OUT, FLAG, LOOP, LOOP_DATA = range(9)
+ROWS, COLS, X, Y, OUT, FLAG, LOOP, LOOP_DATA = range(OP + 1, OP + 9)
 DESCRIPTOR_SIZE = 9
-# operations; PYTHON is the callable in the worker's Python slot (the worker returns to Python for it)
-PYTHON, CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS = range(8)
+# operations (PYTHON, 0: the callable in the worker's Python slot; the worker returns to Python for it)
+CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS = range(PYTHON + 1, PYTHON + 8)
 # UFUNC's flag: both operands arrays, or x an array and y the scalar, or x the scalar and y an array
 ARRAYS, SCALAR_Y, SCALAR_X = range(3)
 

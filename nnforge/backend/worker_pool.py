@@ -8,7 +8,10 @@ poll instead of sleeping for a while: a worker for its next task, first for ``NN
 us; 0 turns polling off) and then 100 us more yielding its core between polls (``sched_yield``: a BLAS thread
 that wants the core gets it), the caller for its workers to finish (up to 200 us: it has nothing else to do).
 
-A task the worker sees while polling still needed the GIL to start when it was a Python callable, and the
+The windows count from when the caller collected the worker's last task (up to 2 ms after the worker finished
+it, yielding meanwhile), so that a worker that finished its share early is still polling when a caller slowed
+down by a busy host posts the next one. A task the worker sees while polling still needed the GIL to start
+when it was a Python callable, and the
 caller holds the GIL until its own share's kernel starts: the worker slept on the GIL and began its share
 ~40-50 us after the caller. Tasks that are ``CompiledTask``s (cube, erf, GELU and its gradient, sums, and
 NumPy's add/sub/mul/div loops) it runs inside its compiled wait instead (``numba_tasks``), and goes on polling.
@@ -37,6 +40,13 @@ _COLLECT_US = 2000  # at most this long the worker waits for the caller to colle
 _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers finish
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
 
+# shared with numba_tasks: a worker's flags (int64): sequence numbers of the last task posted, finished and
+# collected by the caller (it returned from waiting for it), and the worker's polling state; a task
+# descriptor's slot for its operation, and the operation that means "a Python callable, take the lock"
+POSTED, FINISHED, STATE, COLLECTED = range(4)
+FLAGS_SIZE = 4
+OP, PYTHON = 0, 0
+
 
 class _Spin:
     """The compiled polling functions and their windows; None without numba, off POSIX, or when
@@ -48,12 +58,12 @@ class _Spin:
             return None
         try:
             from .numba_spin import spin_until, spins_for
-            from .numba_tasks import DESCRIPTOR_SIZE, FLAGS_SIZE, post, serve
+            from .numba_tasks import DESCRIPTOR_SIZE, post, serve
         except ImportError:
             return None
         spin = object.__new__(cls)
         spin.until = spin_until
-        spin.serve, spin.post, spin.descriptor_size, spin.flags_size = serve, post, DESCRIPTOR_SIZE, FLAGS_SIZE
+        spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
         spin.yield_ns = _YIELD_US * 1000  # then yielding the core between polls
@@ -88,8 +98,7 @@ class _Worker:
         self._task: Callable[[], None] | None = None
         self._error: BaseException | None = None
         self._spin = spin
-        # sequence numbers of the last task posted, finished and collected; the polling state (numba_tasks)
-        self._flags = np.zeros(spin.flags_size if spin is not None else 4, np.int64)
+        self._flags = np.zeros(FLAGS_SIZE, np.int64)
         self._descriptor = np.zeros(spin.descriptor_size if spin is not None else 1, np.int64)
         self._scalars = np.zeros(1, np.float32)
         self._posted = 0
@@ -123,9 +132,9 @@ class _Worker:
         if self._compiled:
             return
         self._task = task
-        self._descriptor[0] = 0  # numba_tasks.PYTHON: the worker returns to Python and takes its lock
+        self._descriptor[OP] = PYTHON  # a polling worker returns to Python and takes its lock
         self._go.release()
-        self._flags[0] = self._posted
+        self._flags[POSTED] = self._posted
 
     def wait(self) -> BaseException | None:
         spin = self._spin
@@ -133,16 +142,16 @@ class _Worker:
             interrupted = None
             while True:
                 try:
-                    if spin.until(self._flags, 1, self._posted, spin.wait_polls):
-                        self._flags[3] = self._posted  # collected (numba_tasks.COLLECTED)
+                    if spin.until(self._flags, FINISHED, self._posted, spin.wait_polls):
+                        self._flags[COLLECTED] = self._posted
                         return interrupted
                     time.sleep(0)
                 except BaseException as e:  # e.g. Ctrl-C: still wait, as the worker writes into arrays we hold
                     interrupted = e
         if spin is not None:
-            spin.until(self._flags, 1, self._posted, spin.wait_polls)
+            spin.until(self._flags, FINISHED, self._posted, spin.wait_polls)
         self._done.acquire()
-        self._flags[3] = self._posted
+        self._flags[COLLECTED] = self._posted
         error, self._error = self._error, None
         return error
 
