@@ -183,3 +183,13 @@ def test_binary_loop_reads_only_checked_binary_ufunc_loops():
     assert binary_loop(np.exp, np.float32) is None  # unary
     assert binary_loop(np.ldexp, np.float32) is None  # no ff->f loop
     assert binary_loop(max, np.float32) is None  # not a ufunc
+
+
+def test_unaligned_arrays_are_not_handed_to_numpys_loops(posts):
+    counts, spin = posts
+    raw = np.random.default_rng(6).standard_normal(N + 1).astype(np.float32).tobytes()
+    unaligned = np.frombuffer(b"\0" + raw[:-3], np.float32)  # float32 values at odd addresses
+    assert not unaligned.flags.aligned and unaligned.size == N
+    b = np.ones(N, np.float32)
+    np.testing.assert_array_equal(cpu_backend.binary(np.add, unaligned, b), unaligned + b)
+    assert counts == [0, 0]

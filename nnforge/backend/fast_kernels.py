@@ -51,25 +51,26 @@ class FastKernels:
     def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:
         """``ufunc(a, b, out=out)`` split over the cores for ``backend.binary``: out and a and/or b flat float32
         arrays, the other a single value. Each share is a ``CompiledTask`` that a polling worker runs by calling
-        the ufunc's own inner loop (``ufunc_loops``). False (nothing done) when that cannot be: no such loop, a
-        value that float32 cannot hold, or an input overlapping out other than exactly (NumPy then copies)."""
+        the ufunc's own inner loop (``ufunc_loops``). False (nothing done) when that cannot be: no such loop, an
+        unaligned array (NumPy hands its loops aligned data only), or a value that float32 cannot hold."""
         loop = binary_loop(ufunc, np.float32)
-        if loop is None:
+        arrays = [v for v in (a, b, out) if type(v) is np.ndarray]
+        if loop is None or not all(v.flags.aligned for v in arrays):
             return False
-        if type(a) is np.ndarray and type(b) is np.ndarray:
-            mode, value = nt.ARRAYS, np.float32(0.0)
+        if len(arrays) == 3:
+            mode, value, x, y = nt.ARRAYS, np.float32(0.0), a, b
+        elif type(a) is np.ndarray:  # x and y: the arrays post() reads (a scalar is read from the worker's slot)
+            mode, value, x, y = nt.SCALAR_Y, _float32_value(b), a, a
+            b = value
         else:
-            mode = nt.SCALAR_Y if type(a) is np.ndarray else nt.SCALAR_X
-            value = _float32_value(b if mode == nt.SCALAR_Y else a)
-            if value is None:
-                return False
-            a, b = (a, value) if mode == nt.SCALAR_Y else (value, b)
-        x, y = (b, b) if mode == nt.SCALAR_X else (a, b if mode == nt.ARRAYS else a)  # the arrays post() reads
-        parts = self.backend.part_slices(out.size)
+            mode, value, x, y = nt.SCALAR_X, _float32_value(a), b, b
+            a = value
+        if value is None:
+            return False
         self.backend.run_parts([
-            CompiledTask(functools.partial(ufunc, a[sl] if mode != nt.SCALAR_X else a,
-                                           b[sl] if mode != nt.SCALAR_Y else b, out=out[sl]),
-                         nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop) for sl in parts])
+            CompiledTask(functools.partial(ufunc, _piece(a, sl), _piece(b, sl), out=out[sl]),
+                         nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop)
+            for sl in self.backend.part_slices(out.size)])
         return True
 
     def cube(self, a: np.ndarray) -> np.ndarray:
@@ -440,6 +441,11 @@ class FastKernels:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _piece(v: Any, sl: slice) -> Any:
+    """An operand's part: a slice of an array, a single value whole."""
+    return v[sl] if type(v) is np.ndarray else v
 
 
 def _float32_value(v: Any) -> np.float32 | None:
