@@ -188,7 +188,7 @@ def test_binary_loop_reads_only_checked_binary_ufunc_loops():
 def test_unaligned_arrays_are_not_handed_to_numpys_loops(posts):
     counts, spin = posts
     raw = np.random.default_rng(6).standard_normal(N + 1).astype(np.float32).tobytes()
-    unaligned = np.frombuffer(b"\0" + raw[:-3], np.float32)  # float32 values at odd addresses
+    unaligned = np.frombuffer(b"\0" + raw, np.float32, count=N, offset=1)  # float32 values at odd addresses
     assert not unaligned.flags.aligned and unaligned.size == N
     b = np.ones(N, np.float32)
     np.testing.assert_array_equal(cpu_backend.binary(np.add, unaligned, b), unaligned + b)
