@@ -456,4 +456,3 @@ def _float32_value(v: Any) -> np.float32 | None:
     if type(v) in (int, float) and (abs(v) <= _FLOAT32_MAX or type(v) is float and not math.isfinite(v)):
         return np.float32(v)
     return None
-

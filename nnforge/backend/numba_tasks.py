@@ -11,6 +11,10 @@ Handing over is a small state machine in ``flags[STATE]`` changed only by atomic
 is never posted to a worker that has stopped polling: the caller claims a polling worker (POLLING ->
 CLAIMED, compare-and-exchange) before posting; a worker whose polling times out leaves only if nobody
 claimed it (POLLING -> AWAY). An unclaimed worker is reached through its lock as before (``worker_pool``).
+
+numba's on-disk cache of ``serve`` holds the kernels of ``numba_kernels`` it calls but is invalidated only by
+edits to this file: after changing a kernel there, delete ``nnforge/backend/__pycache__`` (a fresh install
+or clone compiles everything anew).
 """
 from __future__ import annotations
 
@@ -204,8 +208,7 @@ def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, collect_ns, clock
 def post(flags, descriptor, scalars, seq, op, x, y, out, scalar, flag, loop, loop_data):
     """Post task ``seq`` to a worker if it is polling (claims it first); False, with nothing changed, if it
     is not. ``x`` is flat, or 2-d for SUM_ROWS (for UFUNC with a scalar x, pass y as x: it sets the size); the
-    arrays must stay alive until the worker reports ``seq``
-    finished."""
+    arrays must stay alive until the worker reports ``seq`` finished."""
     if not _compare_exchange(flags, STATE, POLLING, CLAIMED):
         return False
     descriptor[OP] = op
