@@ -18,8 +18,9 @@ NumPy's add/sub/mul/div loops) it runs inside its compiled wait instead (``numba
 The windows were chosen by switching them within one process (paired medians against the previous pool: no
 compiled tasks, and a "30 us" window counted in polls calibrated outside the worker's loop, which inside it
 lasted 11 us; the windows are now read off the clock): 30 us + 100 us yielding gave 4M-element ``x**3`` 0.95x,
-mul+sum forward and backward 0.99x, MiniLM inference 0.99x, fine-tune step 1.00x, LSTM step 0.99x; 300 us
-yielding: fine-tune 0.97x but the LSTM 1.00x paired with its median 13% up.
+mul+sum forward and backward 0.99x, MiniLM inference 0.99x, fine-tune step 1.00x, LSTM step 0.99x (300 us
+yielding: fine-tune 0.97x but the LSTM 1.00x paired with its median 13% up); counted from the collection,
+``x**3`` 0.92x, LSTM 1.01x, CNN 1.01x.
 
 Polling is only a hint for Python tasks: the locks alone decide who runs (a worker that saw its task still
 takes its lock, already released; one that stopped polling sleeps). A compiled task is posted only to a worker
