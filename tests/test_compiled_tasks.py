@@ -61,16 +61,24 @@ def _ops(rng):
             ("erf", lambda: x.erf(), _whole(nk.erf, a)),
             ("gelu", lambda: nf.nn.functional.gelu(x), _whole(nk.gelu, a, False)),
             ("gelu tanh", lambda: nf.nn.functional.gelu(x, approximate="tanh"), _whole(nk.gelu, a, True)),
+            ("gelu grad", lambda: nf.from_numpy(_kernels().gelu_grad(b, a, "none")), _whole(nk.gelu_grad, b, a, False)),
+            ("exp kernel", lambda: nf.from_numpy(_kernels().exp(a)), _whole(nk.exp, a)),
             ("add", lambda: x + y, a + b), ("sub", lambda: x - y, a - b), ("mul", lambda: x * y, a * b),
             ("div", lambda: x / y, a / b), ("mul value", lambda: x * 0.1, a * np.float32(0.1)),
             ("value sub", lambda: 3 - x, np.float32(3) - a), ("value div", lambda: 2.5 / y, np.float32(2.5) / b),
         ]
 
 
-def _whole(kernel, a, *flags):
-    out = np.empty_like(a)
-    kernel(a, out, *flags)
+def _whole(kernel, *arrays_then_flag):
+    """The kernel over whole arrays on this thread: ``kernel(*arrays, out, *flag)``."""
+    arrays = [v for v in arrays_then_flag if isinstance(v, np.ndarray)]
+    out = np.empty_like(arrays[0])
+    kernel(*arrays, out, *arrays_then_flag[len(arrays):])
     return out
+
+
+def _kernels():
+    return cpu_backend.kernels_for(np.empty(1, np.float32))
 
 
 def test_split_ops_on_a_polling_worker_equal_one_thread_bit_for_bit(posts, monkeypatch):
