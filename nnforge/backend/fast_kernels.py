@@ -36,16 +36,14 @@ class FastKernels:
             return
         self.backend.run_parts([functools.partial(fn, sl) for sl in self.backend.part_slices(n)])
 
-    def _map(self, op: int, out: np.ndarray, x: np.ndarray, y: np.ndarray | None = None,
-             scalar: Any = 0.0, flag: int = 0) -> np.ndarray:
-        """``numba_tasks.run_elementwise(op, x, y, out, scalar, flag)`` over flat arrays, one piece per core; each
-        piece is a ``CompiledTask``, which a polling worker runs without taking the GIL."""
+    def _map(self, op: int, out: np.ndarray, x: np.ndarray, y: np.ndarray | None = None, flag: int = 0) -> np.ndarray:
+        """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat arrays, one piece per core; each piece
+        is a ``CompiledTask``, which a polling worker runs without taking the GIL."""
         fx, fo = x.reshape(-1), out.reshape(-1)
         fy = fx if y is None else y.reshape(-1)
-        s = np.float32(scalar)
         parts = self.backend.part_slices(fo.size) if fo.size >= _PARALLEL_MIN else [slice(0, fo.size)]
-        self.backend.run_parts([CompiledTask(functools.partial(nt.run_elementwise, op, fx[sl], fy[sl], fo[sl], s, flag),
-                                             op, fx[sl], fy[sl], fo[sl], s, flag) for sl in parts])
+        self.backend.run_parts([CompiledTask(functools.partial(nt.run_elementwise, op, fx[sl], fy[sl], fo[sl], flag),
+                                             op, fx[sl], fy[sl], fo[sl], flag=flag) for sl in parts])
         return out
 
     def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:

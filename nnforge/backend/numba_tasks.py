@@ -143,7 +143,7 @@ def _poll_for_post(flags, seq, spin_ns, yield_ns, collect_ns, clock_id):
 
 
 @numba.njit(nogil=True, cache=True)
-def run_elementwise(op, x, y, out, scalar, flag):
+def run_elementwise(op, x, y, out, flag):
     """One elementwise operation over flat float32 arrays: the caller's share, and the worker's (on views of
     the posted addresses). ``y`` is unused by the unary operations; GELU and GELU_GRAD take the tanh
     approximation as ``flag``, GELU_GRAD ``x`` as the gradient and ``y`` as the input."""
@@ -177,7 +177,7 @@ def _run_posted(descriptor, scalars):
             nk.sum_rows(x, numba.carray(_f32_pointer(out_at), rows))
     else:
         run_elementwise(op, numba.carray(_f32_pointer(x_at), n), numba.carray(_f32_pointer(y_at), n),
-                        numba.carray(_f32_pointer(out_at), n), scalars[0], flag)
+                        numba.carray(_f32_pointer(out_at), n), flag)
 
 
 @numba.njit(nogil=True, cache=True)
