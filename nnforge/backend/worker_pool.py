@@ -62,6 +62,12 @@ class _Spin:
             from .numba_tasks import DESCRIPTOR_SIZE, post, serve
         except ImportError:
             return None
+        try:  # compile (or load) the worker's loop here, so that a platform where it cannot link (it calls libc's
+            # clock_gettime and sched_yield) falls back to locks instead of killing the worker thread
+            serve(np.zeros(FLAGS_SIZE, np.int64), np.zeros(DESCRIPTOR_SIZE, np.int64), np.zeros(1, np.float32), 0, 0,
+                  0, 0, time.CLOCK_MONOTONIC, 0)
+        except Exception:
+            return None
         spin = object.__new__(cls)
         spin.until = spin_until
         spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
