@@ -204,3 +204,18 @@ def test_parallel_for_covers_every_item_once_and_nests_serially():
     cpu_backend.parallel_for(hits.size, body, grain=37, pin_blas=False)
     assert (hits == 1).all()
     assert len(inner) == 4 * len(outer)  # each nested call ran all its items (on the thread it was called from)
+
+
+def test_worker_pool_falls_back_to_locks_when_the_compiled_loop_cannot_run(monkeypatch):
+    pytest.importorskip("numba")
+    from nnforge.backend import numba_tasks
+
+    def cannot_link(*args):
+        raise RuntimeError("symbol not found: sched_yield")
+
+    monkeypatch.setattr(numba_tasks, "serve", cannot_link)
+    pool = WorkerPool(1, "fallback-pool")
+    assert pool._workers[0]._spin is None
+    seen = []
+    pool.run([lambda: seen.append(threading.current_thread().name)], lambda: seen.append("caller"))
+    assert sorted(seen) == ["caller", "fallback-pool-0"]
