@@ -46,30 +46,27 @@ class FastKernels:
                                              op, fx[sl], fy[sl], fo[sl], flag=flag) for sl in parts])
         return out
 
-    def binary(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:
-        """``ufunc(a, b, out=out)`` split over the cores for ``backend.binary``: out and a and/or b flat float32
-        arrays, the other a single value. Each share is a ``CompiledTask`` that a polling worker runs by calling
-        the ufunc's own inner loop (``ufunc_loops``). False (nothing done) when that cannot be: no such loop, an
+    def binary_tasks(self, ufunc: Any, a: Any, b: Any, out: np.ndarray, slices: list[slice],
+                     calls: list[Callable[[], Any]]) -> list[CompiledTask] | None:
+        """``backend.binary``'s per-core ``calls`` of ``ufunc(a, b, out=out)`` over ``slices`` (out and a and/or b
+        flat float32 arrays, the other a single value) as ``CompiledTask``s, which a polling worker runs by
+        calling the ufunc's own inner loop (``ufunc_loops``); None when that cannot be: no such loop, an
         unaligned array (NumPy hands its loops aligned data only), or a value that float32 cannot hold."""
         loop = binary_loop(ufunc, np.float32)
         arrays = [v for v in (a, b, out) if type(v) is np.ndarray]
         if loop is None or not all(v.flags.aligned for v in arrays):
-            return False
+            return None
+        # x and y: the arrays post() reads (a single value is read from the worker's scalar slot instead)
         if len(arrays) == 3:
             mode, value, x, y = nt.ARRAYS, np.float32(0.0), a, b
-        elif type(a) is np.ndarray:  # x and y: the arrays post() reads (a scalar is read from the worker's slot)
+        elif type(a) is np.ndarray:
             mode, value, x, y = nt.SCALAR_Y, _float32_value(b), a, a
-            b = value
         else:
             mode, value, x, y = nt.SCALAR_X, _float32_value(a), b, b
-            a = value
         if value is None:
-            return False
-        self.backend.run_parts([
-            CompiledTask(functools.partial(ufunc, _piece(a, sl), _piece(b, sl), out=out[sl]),
-                         nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop)
-            for sl in self.backend.part_slices(out.size)])
-        return True
+            return None
+        return [CompiledTask(call, nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop)
+                for sl, call in zip(slices, calls)]
 
     def cube(self, a: np.ndarray) -> np.ndarray:
         return self._map(nt.CUBE, np.empty_like(a), a)
@@ -439,11 +436,6 @@ class FastKernels:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _piece(v: Any, sl: slice) -> Any:
-    """An operand's part: a slice of an array, a single value whole."""
-    return v[sl] if type(v) is np.ndarray else v
 
 
 def _float32_value(v: Any) -> np.float32 | None:

@@ -98,12 +98,11 @@ class NumpyBackend:
         if out is None:
             out = np.empty_like(ref)
         fo = out.reshape(-1)
+        slices = self.part_slices(fo.size)
+        calls = [functools.partial(ufunc, _piece(fa, sl), _piece(fb, sl), out=fo[sl]) for sl in slices]
         kernels = self.kernels_for(ref)
-        if kernels is not None and kernels.binary(ufunc, fa, fb, fo):
-            return out
-        self.run_parts([functools.partial(ufunc, fa[sl] if type(fa) is np.ndarray else fa,
-                                          fb[sl] if type(fb) is np.ndarray else fb, out=fo[sl])
-                        for sl in self.part_slices(fo.size)])
+        tasks = kernels.binary_tasks(ufunc, fa, fb, fo, slices, calls) if kernels is not None else None
+        self.run_parts(calls if tasks is None else tasks)
         return out
 
     def unary(self, ufunc: Any, a: Any) -> Any:
@@ -211,6 +210,11 @@ def _flat_operand(x: Any, ref: np.ndarray) -> Any:
     if x.size == 1 and x.ndim <= ref.ndim:
         return x.reshape(())[()]
     return None
+
+
+def _piece(v: Any, sl: slice) -> Any:
+    """A split operand's part: a slice of a flat array, a single value whole."""
+    return v[sl] if type(v) is np.ndarray else v
 
 
 def _overlaps(parts: tuple, out: np.ndarray) -> bool:
