@@ -58,22 +58,21 @@ def _ops(rng):
     with np.errstate(divide="ignore", invalid="ignore"):
         return [
             ("x**3", lambda: x ** 3, a * a * a),
-            ("erf", lambda: x.erf(), _whole(nk.erf, a)),
-            ("gelu", lambda: nf.nn.functional.gelu(x), _whole(nk.gelu, a, False)),
-            ("gelu tanh", lambda: nf.nn.functional.gelu(x, approximate="tanh"), _whole(nk.gelu, a, True)),
-            ("gelu grad", lambda: nf.from_numpy(_kernels().gelu_grad(b, a, "none")), _whole(nk.gelu_grad, b, a, False)),
-            ("exp kernel", lambda: nf.from_numpy(_kernels().exp(a)), _whole(nk.exp, a)),
+            ("erf", lambda: x.erf(), _one_call(nt.ERF, a)),
+            ("gelu", lambda: nf.nn.functional.gelu(x), _one_call(nt.GELU, a)),
+            ("gelu tanh", lambda: nf.nn.functional.gelu(x, approximate="tanh"), _one_call(nt.GELU, a, flag=1)),
+            ("gelu grad", lambda: nf.from_numpy(_kernels().gelu_grad(b, a, "none")), _one_call(nt.GELU_GRAD, b, a)),
+            ("exp kernel", lambda: nf.from_numpy(_kernels().exp(a)), _one_call(nt.EXP, a)),
             ("add", lambda: x + y, a + b), ("sub", lambda: x - y, a - b), ("mul", lambda: x * y, a * b),
             ("div", lambda: x / y, a / b), ("mul value", lambda: x * 0.1, a * np.float32(0.1)),
             ("value sub", lambda: 3 - x, np.float32(3) - a), ("value div", lambda: 2.5 / y, np.float32(2.5) / b),
         ]
 
 
-def _whole(kernel, *arrays_then_flag):
-    """The kernel over whole arrays on this thread: ``kernel(*arrays, out, *flag)``."""
-    arrays = [v for v in arrays_then_flag if isinstance(v, np.ndarray)]
-    out = np.empty_like(arrays[0])
-    kernel(*arrays, out, *arrays_then_flag[len(arrays):])
+def _one_call(op, x, y=None, flag=0):
+    """The operation in one call over the whole arrays on this thread (what a small array gets)."""
+    out = np.empty_like(x)
+    nt.run_elementwise(op, x, x if y is None else y, out, flag)
     return out
 
 
