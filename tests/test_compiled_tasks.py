@@ -27,20 +27,20 @@ pytestmark = pytest.mark.skipif(cpu_backend.num_threads < 2, reason="needs two c
 
 @pytest.fixture
 def posts(monkeypatch):
-    """Counts the backend pool's compiled posts that a polling worker took ([0]) and refused ([1])."""
+    """Counts the backend pool's compiled posts (``post``, and ``run_split``'s to all workers at once) that the
+    workers took ([0]) and refused ([1])."""
     pool = _thread_pool(cpu_backend.num_threads - 1, os.getpid())
     spin = pool._workers[0]._spin
     if spin is None:
         pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
     counts = [0, 0]
-    real = spin.post
+    for name in ("post", "run_split"):
+        def counting(*args, real=getattr(spin, name)):
+            taken = real(*args)
+            counts[0 if taken else 1] += 1
+            return taken
 
-    def counting(*args):
-        taken = real(*args)
-        counts[0 if taken else 1] += 1
-        return taken
-
-    monkeypatch.setattr(spin, "post", counting)
+        monkeypatch.setattr(spin, name, counting)
     return counts, spin
 
 
@@ -100,7 +100,7 @@ def test_split_ops_reach_a_sleeping_worker_through_its_lock(posts, monkeypatch):
         time.sleep(0.005)  # far past the worker's polling window: it sleeps on its lock
         with np.errstate(divide="ignore", invalid="ignore"):
             np.testing.assert_array_equal(op().numpy(), expected, err_msg=name)
-        assert counts[1] == 1, (name, counts)
+        assert counts[0] == 0 and counts[1] >= 1, (name, counts)  # run_split's refusal, then post's
 
 
 def test_in_place_binary_ops(posts, monkeypatch):
@@ -200,3 +200,45 @@ def test_unaligned_arrays_are_not_handed_to_numpys_loops(posts):
     b = np.ones(N, np.float32)
     np.testing.assert_array_equal(cpu_backend.binary(np.add, unaligned, b), unaligned + b)
     assert counts == [0, 0]
+
+
+def _polling_pool(monkeypatch, workers: int, yield_ns: int) -> WorkerPool:
+    pool = WorkerPool(workers, "split-pool")
+    if pool._spin is None:
+        pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
+    monkeypatch.setattr(pool._spin, "yield_ns", yield_ns)
+    pool.run([lambda: None] * workers, lambda: None)  # the workers' next wait has the new window
+    return pool
+
+
+def test_run_split_hands_every_worker_its_piece_in_one_call(monkeypatch):
+    pool = _polling_pool(monkeypatch, 2, 10**8)  # two workers (three threads): pieces cut in three
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal(N).astype(np.float32) for _ in range(2))
+    for op, y, flag in ((nt.CUBE, a, 0), (nt.ERF, a, 0), (nt.GELU, a, 1), (nt.GELU_GRAD, b, 0), (nt.EXP, a, 0)):
+        out = np.full_like(a, np.nan)
+        x = b if op == nt.GELU_GRAD else a  # GELU_GRAD: x the gradient, y the input
+        assert pool.run_split(op, x, a if op == nt.GELU_GRAD else y, out, flag)
+        np.testing.assert_array_equal(out, _one_call(op, x, a if op == nt.GELU_GRAD else None, flag), err_msg=op)
+    assert not pool._busy.locked()
+
+
+def test_run_split_gives_the_claims_back_when_a_worker_is_not_polling(monkeypatch):
+    """run_split claims every worker before posting; when one cannot be claimed it gives back the others'
+    claims, posts nothing, and every worker polls on and later stops polling as usual."""
+    pool = _polling_pool(monkeypatch, 2, 100_000_000)  # 100 ms windows
+    a = np.random.default_rng(8).standard_normal(N).astype(np.float32)
+    out = np.full_like(a, np.nan)
+    pool._flags[1, nt.STATE] = nt.CLAIMED  # as if another caller held worker 1
+    assert not pool.run_split(nt.CUBE, a, a, out, 0)
+    assert np.isnan(out).all() and pool._flags[0, nt.STATE] == nt.POLLING  # nothing ran, worker 0's claim given back
+    time.sleep(0.15)  # worker 1's window ends while it is claimed: it waits for a post or the claim's return
+    pool._flags[1, nt.STATE] = nt.POLLING  # given back
+    time.sleep(0.3)  # both workers' windows end: they stop polling (worker 1 would otherwise wait for a post)
+    np.testing.assert_array_equal(pool._flags[:, nt.STATE], [nt.AWAY, nt.AWAY])
+    assert not pool.run_split(nt.CUBE, a, a, out, 0)  # nobody polls: the caller takes the locks
+    done = []
+    pool.run([lambda: done.append(1), lambda: done.append(2)], lambda: done.append(0))
+    assert sorted(done) == [0, 1, 2]
+    assert pool.run_split(nt.CUBE, a, a, out, 0)  # polling again after those tasks
+    np.testing.assert_array_equal(out, a * a * a)

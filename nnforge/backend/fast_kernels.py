@@ -45,6 +45,8 @@ class FastKernels:
         tail can round differently, and a cut elsewhere gave GELU gradients 1 ulp apart from one call's."""
         fx, fo = x.reshape(-1), out.reshape(-1)
         fy = fx if y is None else y.reshape(-1)
+        if fo.size >= _PARALLEL_MIN and self.backend.run_split(op, fx, fy, fo, flag):
+            return out  # the workers were polling: all in one compiled call, cut as below (numba_tasks._cut)
         parts = self.backend.part_slices(fo.size) if fo.size >= _PARALLEL_MIN else [slice(0, fo.size)]
         cuts = [0, *(sl.start - sl.start % _VECTOR_BLOCK for sl in parts[1:]), fo.size]
         parts = [slice(start, stop) for start, stop in zip(cuts, cuts[1:])]

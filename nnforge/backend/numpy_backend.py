@@ -177,6 +177,14 @@ class NumpyBackend:
             return
         _thread_pool(self.num_threads - 1, os.getpid()).run(calls[1:], calls[0])
 
+    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0) -> bool:
+        """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat float32 arrays, one piece per core in
+        one compiled call (``WorkerPool.run_split``); False, with nothing done, when that cannot be (one core, a
+        pool thread, a worker not polling): the caller then takes ``run_parts``."""
+        if self.num_threads < 2 or threading.current_thread().name.startswith(_POOL_PREFIX):
+            return False
+        return _thread_pool(self.num_threads - 1, os.getpid()).run_split(op, x, y, out, flag)
+
     def blas_threads(self, n: int) -> Any:
         """Context manager limiting BLAS to ``n`` threads: inside ``parallel_for`` and for single-row GEMMs in
         decoding, where thread hand-offs cost more than they save; a no-op without threadpoolctl. (Recurrent

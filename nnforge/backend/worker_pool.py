@@ -59,7 +59,7 @@ class _Spin:
             return None
         try:
             from .numba_spin import spin_until, spins_for
-            from .numba_tasks import DESCRIPTOR_SIZE, post, serve
+            from .numba_tasks import DESCRIPTOR_SIZE, post, run_split, serve
         except ImportError:
             return None
         try:  # compile (or load) the worker's loop here, so that a platform where it cannot link (it calls libc's
@@ -70,7 +70,7 @@ class _Spin:
             return None
         spin = object.__new__(cls)
         spin.until = spin_until
-        spin.serve, spin.post, spin.descriptor_size = serve, post, DESCRIPTOR_SIZE
+        spin.serve, spin.post, spin.run_split, spin.descriptor_size = serve, post, run_split, DESCRIPTOR_SIZE
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
         spin.yield_ns = _YIELD_US * 1000  # then yielding the core between polls
@@ -97,7 +97,7 @@ class CompiledTask:
 
 
 class _Worker:
-    def __init__(self, name: str, spin: Any) -> None:
+    def __init__(self, name: str, spin: Any, flags: np.ndarray, descriptor: np.ndarray, scalars: np.ndarray) -> None:
         self._go = threading.Lock()
         self._done = threading.Lock()
         self._go.acquire()
@@ -105,9 +105,7 @@ class _Worker:
         self._task: Callable[[], None] | None = None
         self._error: BaseException | None = None
         self._spin = spin
-        self._flags = np.zeros(FLAGS_SIZE, np.int64)
-        self._descriptor = np.zeros(spin.descriptor_size if spin is not None else 1, np.int64)
-        self._scalars = np.zeros(1, np.float32)
+        self._flags, self._descriptor, self._scalars = flags, descriptor, scalars  # rows of the pool's arrays
         self._posted = 0
         self._compiled = False  # whether the task in flight was posted as a compiled task
         threading.Thread(target=self._loop, name=name, daemon=True).start()
@@ -131,7 +129,7 @@ class _Worker:
             self._done.release()
 
     def start(self, task: Callable[[], None]) -> None:
-        self._posted += 1
+        self._posted = int(self._flags[POSTED]) + 1  # the last task may have been posted by WorkerPool.run_split
         spin = self._spin
         self._compiled = (spin is not None and type(task) is CompiledTask
                           and spin.post(self._flags, self._descriptor, self._scalars, self._posted, task.op,
@@ -170,8 +168,26 @@ class WorkerPool:
 
     def __init__(self, workers: int, name_prefix: str) -> None:
         self._busy = threading.Lock()
-        spin = _Spin() if workers else None
-        self._workers = [_Worker(f"{name_prefix}-{i}", spin) for i in range(workers)]
+        self._spin = spin = _Spin() if workers else None
+        # each worker's flags, task descriptor and scalar slot, one row per worker: run_split posts to all in one
+        # compiled call. A row of flags is 128 bytes (FLAGS_SIZE used), so that no two workers poll one cache line.
+        self._flags = np.zeros((workers, 16), np.int64)
+        self._descriptors = np.zeros((workers, spin.descriptor_size if spin is not None else 1), np.int64)
+        self._scalars = np.zeros((workers, 1), np.float32)
+        self._workers = [_Worker(f"{name_prefix}-{i}", spin, self._flags[i], self._descriptors[i], self._scalars[i])
+                         for i in range(workers)]
+
+    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0) -> bool:
+        """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat float32 arrays, one piece per thread
+        (``numba_tasks.run_split``), when every worker polls; False, with nothing done, when one does not (or
+        the pool is busy): then the caller takes ``run``."""
+        spin = self._spin
+        if spin is None or not self._busy.acquire(blocking=False):
+            return False
+        try:
+            return spin.run_split(self._flags, self._descriptors, self._scalars, op, x, y, out, flag, spin.wait_polls)
+        finally:
+            self._busy.release()
 
     def run(self, tasks: list[Callable[[], None]], own: Callable[[], None]) -> None:
         if len(tasks) > len(self._workers):
