@@ -220,6 +220,15 @@ def test_run_split_hands_every_worker_its_piece_in_one_call(monkeypatch):
         x = b if op == nt.GELU_GRAD else a  # GELU_GRAD: x the gradient, y the input
         assert pool.run_split(op, x, a if op == nt.GELU_GRAD else y, out, flag)
         np.testing.assert_array_equal(out, _one_call(op, x, a if op == nt.GELU_GRAD else None, flag), err_msg=op)
+    # NumPy's loops: both operands arrays, then a single value on either side (order matters for sub and div)
+    value = np.float32(2.5)
+    for ufunc in (np.subtract, np.divide):
+        loop = binary_loop(ufunc, np.float32)
+        for mode, x, y, expected in ((nt.ARRAYS, a, b, ufunc(a, b)), (nt.SCALAR_Y, a, a, ufunc(a, value)),
+                                     (nt.SCALAR_X, b, b, ufunc(value, b))):
+            out = np.full_like(a, np.nan)
+            assert pool.run_split(nt.UFUNC, x, y, out, mode, value, loop)
+            np.testing.assert_array_equal(out, expected, err_msg=(ufunc, mode))
     assert not pool._busy.locked()
 
 

@@ -54,25 +54,44 @@ class FastKernels:
                                              op, fx[sl], fy[sl], fo[sl], flag=flag) for sl in parts])
         return out
 
-    def binary_tasks(self, ufunc: Any, a: Any, b: Any, out: np.ndarray, slices: list[slice],
-                     calls: list[Callable[[], Any]]) -> list[CompiledTask] | None:
-        """``backend.binary``'s per-core ``calls`` of ``ufunc(a, b, out=out)`` over ``slices`` (out and a and/or b
-        flat float32 arrays, the other a single value) as ``CompiledTask``s, which a polling worker runs by
-        calling the ufunc's own inner loop (``ufunc_loops``); None when that cannot be: no such loop, an
-        unaligned array (NumPy hands its loops aligned data only), or a value that float32 cannot hold."""
+    def _binary_operands(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> tuple | None:
+        """``ufunc(a, b, out=out)`` (out and a and/or b flat float32 arrays, the other a single value) as a UFUNC
+        operation (``numba_tasks``): (loop, mode, value, x, y), x and y the arrays ``post`` reads (a single value
+        is read from a scalar slot instead); None when the ufunc's own inner loop (``ufunc_loops``) cannot do
+        it: no such loop, an unaligned array (NumPy hands its loops aligned data only), or a value that float32
+        cannot hold."""
         loop = binary_loop(ufunc, np.float32)
         arrays = [v for v in (a, b, out) if type(v) is np.ndarray]
         if loop is None or not all(v.flags.aligned for v in arrays):
             return None
-        # x and y: the arrays post() reads (a single value is read from the worker's scalar slot instead)
         if len(arrays) == 3:
             mode, value, x, y = nt.ARRAYS, np.float32(0.0), a, b
         elif type(a) is np.ndarray:
             mode, value, x, y = nt.SCALAR_Y, _float32_value(b), a, a
         else:
             mode, value, x, y = nt.SCALAR_X, _float32_value(a), b, b
-        if value is None:
+        return None if value is None else (loop, mode, value, x, y)
+
+    def binary_split(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:
+        """``ufunc(a, b, out=out)`` through the ufunc's inner loop, one piece per core in one compiled call
+        (``backend.run_split``), when every pool worker polls; False, with nothing done, otherwise. Neither
+        share raises NumPy's floating-point warnings (division by zero, overflow), as torch never does: the
+        loop is called without the ufunc machinery that checks the FPU's flags."""
+        operands = self._binary_operands(ufunc, a, b, out)
+        if operands is None:
+            return False
+        loop, mode, value, x, y = operands
+        return self.backend.run_split(nt.UFUNC, x, y, out, mode, value, loop)
+
+    def binary_tasks(self, ufunc: Any, a: Any, b: Any, out: np.ndarray, slices: list[slice],
+                     calls: list[Callable[[], Any]]) -> list[CompiledTask] | None:
+        """``backend.binary``'s per-core ``calls`` of ``ufunc(a, b, out=out)`` over ``slices`` as
+        ``CompiledTask``s, which a polling worker runs by calling the ufunc's own inner loop; None when that
+        cannot be (``_binary_operands``)."""
+        operands = self._binary_operands(ufunc, a, b, out)
+        if operands is None:
             return None
+        loop, mode, value, x, y = operands
         return [CompiledTask(call, nt.UFUNC, x[sl], y[sl], out[sl], value, mode, loop)
                 for sl, call in zip(slices, calls)]
 

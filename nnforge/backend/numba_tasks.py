@@ -247,10 +247,12 @@ def _cut(n, k, parts):
 
 
 @numba.njit(nogil=True, cache=True)
-def run_split(flags, descriptors, scalars, op, x, y, out, flag, wait_polls):
-    """``run_elementwise(op, x, y, out, flag)`` over flat float32 arrays split into one piece per thread, all in
-    one call: posts a piece to each worker (row w of ``flags``, ``descriptors``, ``scalars``), runs the first
-    here and waits for the workers. False, with nothing run or posted, unless every worker was polling.
+def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, loop_data, wait_polls):
+    """One operation over flat float32 arrays split into one piece per thread, all in one call: posts a piece
+    to each worker (row w of ``flags``, ``descriptors``, ``scalars``), runs the first here and waits for the
+    workers. False, with nothing run or posted, unless every worker was polling. The operation is
+    ``run_elementwise(op, x, y, out, flag)``, or for UFUNC NumPy's inner loop ``loop`` with operands as
+    ``post`` takes them (``flag`` ARRAYS, SCALAR_Y or SCALAR_X, the single value ``scalar``).
 
     One call instead of a post, a call of the caller's share and a wait from Python (three dispatches and the
     Python between them): right after a kernel has streamed tens of MB through the caches, each line of
@@ -263,14 +265,20 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, wait_polls):
             return False
     n = out.size
     parts = workers + 1
+    x_at, y_at, out_at = np.int64(x.ctypes.data), np.int64(y.ctypes.data), np.int64(out.ctypes.data)
     for w in range(workers):
         start, stop = _cut(n, w + 1, parts), _cut(n, w + 2, parts)
-        _describe(descriptors[w], scalars[w], op, 1, stop - start, np.int64(x.ctypes.data) + 4 * start,
-                  np.int64(y.ctypes.data) + 4 * start, np.int64(out.ctypes.data) + 4 * start, np.float32(0.0), flag,
-                  0, 0)
+        _describe(descriptors[w], scalars[w], op, 1, stop - start, x_at + 4 * start, y_at + 4 * start,
+                  out_at + 4 * start, scalar, flag, loop, loop_data)
         _store_release(flags[w], POSTED, _load_acquire(flags[w], POSTED) + 1)
     first = _cut(n, 1, parts)
-    run_elementwise(op, x[:first], y[:first], out[:first], flag)
+    if op == UFUNC:  # the caller's share reads a single value from worker 0's slot, which holds it too
+        scalar_at = np.int64(scalars[0].ctypes.data)
+        _call_binary_loop(loop, loop_data, scalar_at if flag == SCALAR_X else x_at,
+                          scalar_at if flag == SCALAR_Y else y_at, out_at, first,
+                          0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+    else:
+        run_elementwise(op, x[:first], y[:first], out[:first], flag)
     for w in range(workers):
         seq = _load_acquire(flags[w], POSTED)
         while not spin_until(flags[w], FINISHED, seq, wait_polls):

@@ -98,9 +98,11 @@ class NumpyBackend:
         if out is None:
             out = np.empty_like(ref)
         fo = out.reshape(-1)
+        kernels = self.kernels_for(ref)
+        if kernels is not None and kernels.binary_split(ufunc, fa, fb, fo):
+            return out
         slices = self.part_slices(fo.size)
         calls = [functools.partial(ufunc, _piece(fa, sl), _piece(fb, sl), out=fo[sl]) for sl in slices]
-        kernels = self.kernels_for(ref)
         tasks = kernels.binary_tasks(ufunc, fa, fb, fo, slices, calls) if kernels is not None else None
         self.run_parts(calls if tasks is None else tasks)
         return out
@@ -177,13 +179,14 @@ class NumpyBackend:
             return
         _thread_pool(self.num_threads - 1, os.getpid()).run(calls[1:], calls[0])
 
-    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0) -> bool:
-        """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat float32 arrays, one piece per core in
-        one compiled call (``WorkerPool.run_split``); False, with nothing done, when that cannot be (one core, a
-        pool thread, a worker not polling): the caller then takes ``run_parts``."""
+    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0,
+                  scalar: np.float32 = np.float32(0.0), loop: tuple[int, int] = (0, 0)) -> bool:
+        """A compiled operation (``numba_tasks``) over flat float32 arrays, one piece per core in one compiled
+        call (``WorkerPool.run_split``); False, with nothing done, when that cannot be (one core, a pool thread,
+        a worker not polling): the caller then takes ``run_parts``."""
         if self.num_threads < 2 or threading.current_thread().name.startswith(_POOL_PREFIX):
             return False
-        return _thread_pool(self.num_threads - 1, os.getpid()).run_split(op, x, y, out, flag)
+        return _thread_pool(self.num_threads - 1, os.getpid()).run_split(op, x, y, out, flag, scalar, loop)
 
     def blas_threads(self, n: int) -> Any:
         """Context manager limiting BLAS to ``n`` threads: inside ``parallel_for`` and for single-row GEMMs in

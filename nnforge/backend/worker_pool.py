@@ -177,15 +177,17 @@ class WorkerPool:
         self._workers = [_Worker(f"{name_prefix}-{i}", spin, self._flags[i], self._descriptors[i], self._scalars[i])
                          for i in range(workers)]
 
-    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0) -> bool:
-        """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat float32 arrays, one piece per thread
-        (``numba_tasks.run_split``), when every worker polls; False, with nothing done, when one does not (or
-        the pool is busy): then the caller takes ``run``."""
+    def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0,
+                  scalar: np.float32 = np.float32(0.0), loop: tuple[int, int] = (0, 0)) -> bool:
+        """A compiled operation (as ``CompiledTask`` describes it) over flat float32 arrays, one piece per thread
+        in one call (``numba_tasks.run_split``), when every worker polls; False, with nothing done, when one
+        does not (or the pool is busy): then the caller takes ``run``."""
         spin = self._spin
         if spin is None or not self._busy.acquire(blocking=False):
             return False
         try:
-            return spin.run_split(self._flags, self._descriptors, self._scalars, op, x, y, out, flag, spin.wait_polls)
+            return spin.run_split(self._flags, self._descriptors, self._scalars, op, x, y, out, flag, scalar, *loop,
+                                  spin.wait_polls)
         finally:
             self._busy.release()
 
