@@ -22,6 +22,12 @@ mul+sum forward and backward 0.99x, MiniLM inference 0.99x, fine-tune step 1.00x
 yielding: fine-tune 0.97x but the LSTM 1.00x paired with its median 13% up); counted from the collection,
 ``x**3`` 0.92x, LSTM 1.01x, CNN 1.01x.
 
+Elementwise float32 maps and binary ops whose workers all poll skip even that: ``run_split`` posts every
+worker's piece, runs the caller's and waits for the workers in one compiled call (``numba_tasks.run_split``),
+since right after a kernel has streamed tens of MB through the caches the Python between a post, the caller's
+share and a wait runs ~10x slower than warm (4M ``x**3`` paired 0.90-0.945x, add 0.93-0.94x the time of
+``run`` with compiled tasks).
+
 Polling is only a hint for Python tasks: the locks alone decide who runs (a worker that saw its task still
 takes its lock, already released; one that stopped polling sleeps). A compiled task is posted only to a worker
 claimed while it polls (``numba_tasks``); otherwise it goes through the lock like a Python task.
