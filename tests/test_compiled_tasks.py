@@ -170,7 +170,7 @@ def test_an_interrupted_wait_still_waits_for_the_compiled_task(monkeypatch):
     x = np.random.default_rng(5).standard_normal(1 << 22).astype(np.float32)
     out = np.full_like(x, np.nan)
     pool.run([_cube_task(x[:8], out[:8])], lambda: None)  # the worker now polls
-    real, calls = spin.until, []
+    real, calls = spin.wait_until, []
 
     def interrupted_once(*args):
         calls.append(1)
@@ -178,7 +178,7 @@ def test_an_interrupted_wait_still_waits_for_the_compiled_task(monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(spin, "until", interrupted_once)
+    monkeypatch.setattr(spin, "wait_until", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
         pool.run([_cube_task(x, out)], lambda: None)
     np.testing.assert_array_equal(out, x * x * x)  # the worker had finished before the interrupt was raised
@@ -202,8 +202,8 @@ def test_unaligned_arrays_are_not_handed_to_numpys_loops(posts):
     assert counts == [0, 0]
 
 
-def _polling_pool(monkeypatch, workers: int, yield_ns: int) -> WorkerPool:
-    pool = WorkerPool(workers, "split-pool")
+def _polling_pool(monkeypatch, workers: int, yield_ns: int, name: str = "split-pool") -> WorkerPool:
+    pool = WorkerPool(workers, name)
     if pool._spin is None:
         pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
     monkeypatch.setattr(pool._spin, "yield_ns", yield_ns)
@@ -251,3 +251,29 @@ def test_run_split_gives_the_claims_back_when_a_worker_is_not_polling(monkeypatc
     assert sorted(done) == [0, 1, 2]
     assert pool.run_split(nt.CUBE, a, a, out, 0)  # polling again after those tasks
     np.testing.assert_array_equal(out, a * a * a)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may use (Linux)")
+def test_a_worker_on_its_posters_cpu_moves_to_another_and_keeps_its_affinity(monkeypatch):
+    """After an idle spell the scheduler at times woke the worker onto the caller's CPU and left both there:
+    a worker that finds itself on its poster's CPU moves to another (and keeps the process's affinity)."""
+    import threading
+
+    pool = _polling_pool(monkeypatch, 1, 10**8, "move-pool")
+    worker = next(t for t in threading.enumerate() if t.name == "move-pool-0")
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    x = np.random.default_rng(9).standard_normal(1 << 16).astype(np.float32)
+    out = np.full_like(x, np.nan)
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread ...
+        os.sched_setaffinity(worker.native_id, {cpu})  # ... and the polling worker on one CPU
+        pool.run([_cube_task(x, out)], lambda: None)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    np.testing.assert_array_equal(out, x * x * x)
+    assert os.sched_getaffinity(worker.native_id) == allowed  # moved off, then given all CPUs back
+    with open(f"/proc/self/task/{worker.native_id}/stat") as f:
+        last_cpu = int(f.read().rsplit(")", 1)[1].split()[36])
+    assert last_cpu != cpu

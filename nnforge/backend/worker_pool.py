@@ -6,7 +6,8 @@ and a Future per task); a lock released by the caller and acquired by a sleeping
 each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed (on POSIX systems) threads
 poll instead of sleeping for a while: a worker for its next task, first for ``NNFORGE_SPIN_US`` (default 30
 us; 0 turns polling off) and then 100 us more yielding its core between polls (``sched_yield``: a BLAS thread
-that wants the core gets it), the caller for its workers to finish (up to 200 us: it has nothing else to do).
+that wants the core gets it), the caller for its workers to finish (up to 200 us, then it sleeps on a lock),
+yielding its core between spells of ~1 us of polling: a worker that shares its CPU then runs at once.
 
 The windows count from when the caller collected the worker's last task (up to 2 ms after the worker finished
 it, yielding meanwhile), so that a worker that finished its share early is still polling when a caller slowed
@@ -28,6 +29,12 @@ since right after a kernel has streamed tens of MB through the caches the Python
 share and a wait runs ~10x slower than warm (4M ``x**3`` paired 0.90-0.945x, add 0.93-0.94x the time of
 ``run`` with compiled tasks).
 
+After an idle spell the scheduler at times woke a worker onto its caller's CPU while the other CPU idled, and
+left both there for tens of ms: each op then ran its shares one after the other, and the caller, polling for
+200 us before it yielded, kept the worker off the CPU as long (4096 x 1024 sums in bench_ops' blocks: 3.0-4.8x
+torch's time). A worker that finds itself on its poster's CPU now moves to another (``numba_tasks.serve``);
+with that and the yielding wait the sums measured 1.13-1.32x torch's time in the same protocol.
+
 Polling is only a hint for Python tasks: the locks alone decide who runs (a worker that saw its task still
 takes its lock, already released; one that stopped polling sleeps). A compiled task is posted only to a worker
 claimed while it polls (``numba_tasks``); otherwise it goes through the lock like a Python task.
@@ -48,10 +55,11 @@ _CALLER_SPIN_US = 200  # the caller has nothing else to do while the workers fin
 _SETTLE_US = 2  # polls after seeing a task before asking for the GIL, which the poster holds a moment longer
 
 # shared with numba_tasks: a worker's flags (int64): sequence numbers of the last task posted, finished and
-# collected by the caller (it returned from waiting for it), and the worker's polling state; a task
-# descriptor's slot for its operation, and the operation that means "a Python callable, take the lock"
-POSTED, FINISHED, STATE, COLLECTED = range(4)
-FLAGS_SIZE = 4
+# collected by the caller (it returned from waiting for it), the worker's polling state, and the CPU the caller
+# posted its last compiled task from; a task descriptor's slot for its operation, and the operation that means
+# "a Python callable, take the lock"
+POSTED, FINISHED, STATE, COLLECTED, CALLER_CPU = range(5)
+FLAGS_SIZE = 5
 OP, PYTHON = 0, 0
 
 
@@ -65,25 +73,36 @@ class _Spin:
             return None
         try:
             from .numba_spin import spin_until, spins_for
-            from .numba_tasks import DESCRIPTOR_SIZE, post, run_split, serve
+            from .numba_tasks import DESCRIPTOR_SIZE, WAIT_POLLS, post, run_split, serve, wait_until
         except ImportError:
             return None
         try:  # compile (or load) the worker's loop here, so that a platform where it cannot link (it calls libc's
             # clock_gettime and sched_yield) falls back to locks instead of killing the worker thread
+            cpus = _affinity_mask()
             serve(np.zeros(FLAGS_SIZE, np.int64), np.zeros(DESCRIPTOR_SIZE, np.int64), np.zeros(1, np.float32), 0, 0,
-                  0, 0, time.CLOCK_MONOTONIC, 0)
+                  0, 0, time.CLOCK_MONOTONIC, 0, cpus, cpus.copy())
         except Exception:
             return None
         spin = object.__new__(cls)
-        spin.until = spin_until
+        spin.until, spin.wait_until, spin.wait_polls = spin_until, wait_until, WAIT_POLLS
         spin.serve, spin.post, spin.run_split, spin.descriptor_size = serve, post, run_split, DESCRIPTOR_SIZE
+        spin.cpus = cpus  # the CPUs the workers may run on, as a cpu_set_t (numba_tasks.serve)
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
         spin.yield_ns = _YIELD_US * 1000  # then yielding the core between polls
         spin.collect_ns = _COLLECT_US * 1000  # (both counted from when the caller collected the last task)
-        spin.wait_polls = max(1, int(per_us * _CALLER_SPIN_US))  # the caller, for the workers to finish
+        spin.wait_ns = _CALLER_SPIN_US * 1000  # the caller, for the workers to finish (then it sleeps on a lock)
         spin.settle = max(1, int(per_us * _SETTLE_US))
         return spin
+
+
+def _affinity_mask() -> np.ndarray:
+    """The CPUs this process may run on, as a cpu_set_t: uint64 words, bit i of word w for CPU 64 w + i."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    mask = np.zeros(max(16, cpus[-1] // 64 + 1 if cpus else 0), np.uint64)  # 16 words: glibc's cpu_set_t
+    for cpu in cpus:
+        mask[cpu // 64] |= np.uint64(1) << np.uint64(cpu % 64)
+    return mask
 
 
 class CompiledTask:
@@ -118,13 +137,14 @@ class _Worker:
 
     def _loop(self) -> None:
         done = 0
+        cpus_scratch = self._spin.cpus.copy() if self._spin is not None else None
         while True:
             if self._spin is not None:
                 # report the tasks done (after the lock release: a caller that sees it finds the lock free), then
                 # run compiled tasks and poll for the next, all without the GIL, until a Python task or a timeout
                 spin = self._spin
                 done = spin.serve(self._flags, self._descriptor, self._scalars, done, spin.spin_ns, spin.yield_ns,
-                                  spin.collect_ns, time.CLOCK_MONOTONIC, spin.settle)
+                                  spin.collect_ns, time.CLOCK_MONOTONIC, spin.settle, spin.cpus, cpus_scratch)
             self._go.acquire()
             try:
                 self._task()
@@ -153,14 +173,13 @@ class _Worker:
             interrupted = None
             while True:
                 try:
-                    if spin.until(self._flags, FINISHED, self._posted, spin.wait_polls):
+                    if spin.wait_until(self._flags, FINISHED, self._posted, spin.wait_ns, time.CLOCK_MONOTONIC):
                         self._flags[COLLECTED] = self._posted
                         return interrupted
-                    time.sleep(0)
                 except BaseException as e:  # e.g. Ctrl-C: still wait, as the worker writes into arrays we hold
                     interrupted = e
         if spin is not None:
-            spin.until(self._flags, FINISHED, self._posted, spin.wait_polls)
+            spin.wait_until(self._flags, FINISHED, self._posted, spin.wait_ns, time.CLOCK_MONOTONIC)
         self._done.acquire()
         self._flags[COLLECTED] = self._posted
         error, self._error = self._error, None
