@@ -277,3 +277,19 @@ def test_a_worker_on_its_posters_cpu_moves_to_another_and_keeps_its_affinity(mon
     with open(f"/proc/self/task/{worker.native_id}/stat") as f:
         last_cpu = int(f.read().rsplit(")", 1)[1].split()[36])
     assert last_cpu != cpu
+
+
+def test_max_and_min_over_rows_on_a_polling_worker_match_torch(posts, monkeypatch):
+    counts, spin = posts
+    _poll_for(spin, monkeypatch, 10**8)
+    rows = np.random.default_rng(10).standard_normal((4096, 1024)).astype(np.float32)
+    rows[3000, 7] = np.nan  # in the worker's half: NaN as torch's amax/amin give it
+    rows[5, 9] = -np.inf
+    x, t = nf.from_numpy(rows), torch.from_numpy(rows)
+    counts[:] = [0, 0]
+    for _ in range(2):
+        np.testing.assert_array_equal(x.amax(dim=-1).numpy(), t.amax(-1).numpy())
+        np.testing.assert_array_equal(x.amin(dim=-1).numpy(), t.amin(-1).numpy())
+        assert np.isnan(x.amax().item()) and np.isnan(x.amin().item())
+        np.testing.assert_array_equal(x[:2000].amax().item(), t[:2000].amax().item())
+    assert counts[0] > 0

@@ -99,27 +99,27 @@ class FastKernels:
         return self._map(nt.CUBE, np.empty_like(a), a)
 
     def _reduce(self, rows: Callable, a: np.ndarray, last_axis: bool, partial_dtype: Any,
-                op: int | None = None) -> np.ndarray:
+                op: int | None = None, flag: int | None = None) -> np.ndarray:
         """``rows(x2, out)``, a kernel reducing each row of x2 into out, over the last axis of ``a`` (returns the
         result, shape ``a.shape[:-1]``, float32), or over ``a`` cut into one flat part per core plus any
-        remainder (returns the parts' results in ``partial_dtype``, for the caller to combine). ``op``: the
-        kernel's operation in ``numba_tasks``, if it has one."""
+        remainder (returns the parts' results in ``partial_dtype``, for the caller to combine). ``op`` and
+        ``flag``: the kernel's operation in ``numba_tasks``, if it has one (see ``_rows``)."""
         if last_axis:
             out = np.empty(a.shape[:-1], np.float32)
-            self._rows(rows, op, a.reshape(-1, a.shape[-1]), out.reshape(-1))
+            self._rows(rows, op, a.reshape(-1, a.shape[-1]), out.reshape(-1), flag)
             return out
         k = max(1, min(self.backend.num_threads, a.size // _PARALLEL_MIN))
         flat = a.reshape(-1)
         cut = flat.size - flat.size % k  # k equal rows; a remainder of fewer than k elements is a row of its own
         partial = np.empty(k + (cut < flat.size), partial_dtype)
-        self._rows(rows, op, flat[:cut].reshape(k, -1), partial[:k])
+        self._rows(rows, op, flat[:cut].reshape(k, -1), partial[:k], flag)
         if cut < flat.size:
             rows(flat[cut:].reshape(1, -1), partial[k:])
         return partial
 
-    def _rows(self, rows: Callable, op: int | None, x2: np.ndarray, out: np.ndarray) -> None:
+    def _rows(self, rows: Callable, op: int | None, x2: np.ndarray, out: np.ndarray, flag: int | None = None) -> None:
         """``rows(x2, out)`` with x2's rows split over the cores; each share a ``CompiledTask`` when ``op`` is
-        given (``numba_tasks.SUM_ROWS`` takes out's dtype, float32 or float64, as its flag)."""
+        given, with ``flag`` (by default out's dtype, as ``numba_tasks.SUM_ROWS`` takes it: float64 or not)."""
         if x2.size < _PARALLEL_MIN or x2.shape[0] < 2:
             rows(x2, out)
             return
@@ -127,7 +127,7 @@ class FastKernels:
         if op is None:
             self.backend.run_parts([functools.partial(rows, x2[sl], out[sl]) for sl in parts])
             return
-        flag = int(out.dtype == np.float64)
+        flag = int(out.dtype == np.float64) if flag is None else flag
         self.backend.run_parts([CompiledTask(functools.partial(rows, x2[sl], out[sl]), op, x2[sl], x2[sl], out[sl],
                                              flag=flag) for sl in parts])
 
@@ -140,7 +140,8 @@ class FastKernels:
     def extreme(self, a: np.ndarray, last_axis: bool, largest: bool) -> np.ndarray:
         """Max (``largest``) or min of all elements (a 0-d array) or over the last axis, float32; NaN where
         the values hold one, as torch's amax/amin."""
-        out = self._reduce(lambda x2, o: nk.extreme_rows(x2, o, largest), a, last_axis, np.float32)
+        out = self._reduce(lambda x2, o: nk.extreme_rows(x2, o, largest), a, last_axis, np.float32,
+                           nt.EXTREME_ROWS, int(largest))
         if last_axis:
             return out
         return np.asarray(out.max() if largest else out.min())  # NumPy's max/min keep a NaN

@@ -35,7 +35,7 @@ AWAY, POLLING, CLAIMED = 0, 1, 2  # flags[STATE]
 ROWS, COLS, X, Y, OUT, FLAG, LOOP, LOOP_DATA = range(OP + 1, OP + 9)
 DESCRIPTOR_SIZE = 9
 # operations (PYTHON, 0: the callable in the worker's Python slot; the worker returns to Python for it)
-CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS = range(PYTHON + 1, PYTHON + 8)
+CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS, EXTREME_ROWS = range(PYTHON + 1, PYTHON + 9)
 # UFUNC's flag: both operands arrays, or x an array and y the scalar, or x the scalar and y an array
 ARRAYS, SCALAR_Y, SCALAR_X = range(3)
 
@@ -214,6 +214,9 @@ def _run_posted(descriptor, scalars):
         _call_binary_loop(descriptor[LOOP], descriptor[LOOP_DATA], scalar_at if flag == SCALAR_X else x_at,
                           scalar_at if flag == SCALAR_Y else y_at, out_at, n,
                           0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+    elif op == EXTREME_ROWS:  # flag: max (else min)
+        nk.extreme_rows(numba.carray(_f32_pointer(x_at), (rows, cols)), numba.carray(_f32_pointer(out_at), rows),
+                        flag != 0)
     elif op == SUM_ROWS:  # flag: out is float64 (else float32)
         x = numba.carray(_f32_pointer(x_at), (rows, cols))
         if flag:
@@ -278,8 +281,8 @@ def _describe(descriptor, scalars, op, rows, cols, x_at, y_at, out_at, scalar, f
 @numba.njit(cache=True)
 def post(flags, descriptor, scalars, seq, op, x, y, out, scalar, flag, loop, loop_data):
     """Post task ``seq`` to a worker if it is polling (claims it first); False, with nothing changed, if it
-    is not. ``x`` is flat, or 2-d for SUM_ROWS (for UFUNC with a scalar x, pass y as x: it sets the size); the
-    arrays must stay alive until the worker reports ``seq`` finished."""
+    is not. ``x`` is flat, or 2-d for SUM_ROWS and EXTREME_ROWS (for UFUNC with a scalar x, pass y as x: it
+    sets the size); the arrays must stay alive until the worker reports ``seq`` finished."""
     if not _compare_exchange(flags, STATE, POLLING, CLAIMED):
         return False
     rows = x.shape[0] if x.ndim == 2 else 1
