@@ -18,6 +18,8 @@ or clone compiles everything anew).
 """
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -113,10 +115,16 @@ def _clock_ns(typingctx, clock_id):
     return types.int64(types.int64), codegen
 
 
+_LINUX = sys.platform.startswith("linux")  # sched_getcpu and sched_setaffinity are Linux's (and glibc's, musl's)
+
+
 @intrinsic
 def _sched_getcpu(typingctx):
-    """libc's sched_getcpu(): the CPU this thread runs on now (-1 if unknown; RDPID or the vDSO, ~20 ns)."""
+    """libc's sched_getcpu(): the CPU this thread runs on now (-1 if unknown, and off Linux; RDPID or the vDSO,
+    ~20 ns)."""
     def codegen(context, builder, signature, args):
+        if not _LINUX:
+            return ir.Constant(ir.IntType(64), -1)
         function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_getcpu")
         return builder.sext(builder.call(function, []), ir.IntType(64))
     return types.int64(), codegen
@@ -125,8 +133,10 @@ def _sched_getcpu(typingctx):
 @intrinsic
 def _set_affinity(typingctx, mask):
     """libc's sched_setaffinity(0, ...): this thread may run only on the CPUs whose bits ``mask`` (a uint64
-    array, a cpu_set_t) has; it moves at once when its CPU is not among them."""
+    array, a cpu_set_t) has; it moves at once when its CPU is not among them. Nothing off Linux."""
     def codegen(context, builder, signature, args):
+        if not _LINUX:
+            return context.get_dummy_value()
         array = context.make_array(signature.args[0])(context, builder, args[0])
         byte_pointer = ir.IntType(8).as_pointer()
         function = cgutils.get_or_insert_function(

@@ -76,11 +76,16 @@ class _Spin:
             from .numba_tasks import DESCRIPTOR_SIZE, WAIT_POLLS, post, run_split, serve, wait_until
         except ImportError:
             return None
-        try:  # compile (or load) the worker's loop here, so that a platform where it cannot link (it calls libc's
-            # clock_gettime and sched_yield) falls back to locks instead of killing the worker thread
+        try:  # compile (or load) the compiled side here, so that a platform where it cannot link (it calls libc's
+            # clock_gettime, sched_yield, sched_getcpu, sched_setaffinity) falls back to locks instead of killing
+            # the worker thread or failing an op; nothing is posted (no worker polls these flags)
             cpus = _affinity_mask()
-            serve(np.zeros(FLAGS_SIZE, np.int64), np.zeros(DESCRIPTOR_SIZE, np.int64), np.zeros(1, np.float32), 0, 0,
-                  0, 0, time.CLOCK_MONOTONIC, 0, cpus, cpus.copy())
+            flags, descriptors = np.zeros((1, FLAGS_SIZE), np.int64), np.zeros((1, DESCRIPTOR_SIZE), np.int64)
+            scalars, x = np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
+            serve(flags[0], descriptors[0], scalars[0], 0, 0, 0, 0, time.CLOCK_MONOTONIC, 0, cpus, cpus.copy())
+            post(flags[0], descriptors[0], scalars[0], 1, 0, x, x, x, np.float32(0.0), 0, 0, 0)
+            run_split(flags, descriptors, scalars, 1, x, x, x, 0, np.float32(0.0), 0, 0, WAIT_POLLS)
+            wait_until(flags[0], FINISHED, 0, 0, time.CLOCK_MONOTONIC)
         except Exception:
             return None
         spin = object.__new__(cls)
