@@ -6,8 +6,9 @@ and a Future per task); a lock released by the caller and acquired by a sleeping
 each way and, on a VM, an interrupt to wake the idle vCPU). With numba installed (on POSIX systems) threads
 poll instead of sleeping for a while: a worker for its next task, first for ``NNFORGE_SPIN_US`` (default 30
 us; 0 turns polling off) and then 100 us more yielding its core between polls (``sched_yield``: a BLAS thread
-that wants the core gets it), the caller for its workers to finish (up to 200 us, then it sleeps on a lock),
-yielding its core between spells of ~1 us of polling: a worker that shares its CPU then runs at once.
+that wants the core gets it), the caller for its workers to finish (up to 200 us, then for a Python task it
+sleeps on a lock), yielding its core between spells of ~1 us of polling: a worker that shares its CPU then
+runs at once.
 
 The windows count from when the caller collected the worker's last task (up to 2 ms after the worker finished
 it, yielding meanwhile), so that a worker that finished its share early is still polling when a caller slowed
@@ -72,7 +73,7 @@ class _Spin:
         if seconds <= 0 or os.name != "posix":  # numba_tasks calls sched_yield and clock_gettime
             return None
         try:
-            from .numba_spin import spin_until, spins_for
+            from .numba_spin import spins_for
             from .numba_tasks import DESCRIPTOR_SIZE, WAIT_POLLS, post, run_split, serve, wait_until
         except ImportError:
             return None
@@ -89,7 +90,7 @@ class _Spin:
         except Exception:
             return None
         spin = object.__new__(cls)
-        spin.until, spin.wait_until, spin.wait_polls = spin_until, wait_until, WAIT_POLLS
+        spin.wait_until, spin.wait_polls = wait_until, WAIT_POLLS
         spin.serve, spin.post, spin.run_split, spin.descriptor_size = serve, post, run_split, DESCRIPTOR_SIZE
         spin.cpus = cpus  # the CPUs the workers may run on, as a cpu_set_t (numba_tasks.serve)
         per_us = spins_for(1e-4) / 100
