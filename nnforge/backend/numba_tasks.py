@@ -11,6 +11,9 @@ Handing over is a small state machine in ``flags[STATE]`` changed only by atomic
 is never posted to a worker that has stopped polling: the caller claims a polling worker (POLLING ->
 CLAIMED, compare-and-exchange) before posting; a worker whose polling times out leaves only if nobody
 claimed it (POLLING -> AWAY). An unclaimed worker is reached through its lock as before (``worker_pool``).
+``run_split`` is the caller's side of a whole split op in one call: it claims every worker (and gives the
+claims back if one is not polling), posts their pieces, runs its own and waits for them. A worker that finds
+itself on the CPU its poster wrote with the post moves to another (``serve``, Linux only).
 
 numba's on-disk cache of ``serve`` holds the kernels of ``numba_kernels`` it calls but is invalidated only by
 edits to this file: after changing a kernel there, delete ``nnforge/backend/__pycache__`` (a fresh install
