@@ -558,3 +558,15 @@ def test_add_layer_norm_input_bias_over_two_normalized_dims(path):
     for a, ta in zip(ins, tins):
         assert a.grad.shape == tuple(ta.shape)
         _close(a.grad.numpy(), ta.grad.numpy(), atol=2e-5)
+
+
+def test_kernels_serve_every_contiguous_float32_array_and_no_other():
+    import pickle
+
+    unpickled = pickle.loads(pickle.dumps(np.zeros(8, np.float32)))
+    assert unpickled.dtype is not np.dtype(np.float32)  # a dtype object of its own (e.g. a DataLoader batch)
+    assert cpu_backend.kernels_for(unpickled) is not None
+    assert cpu_backend.kernels_for(np.zeros(8, np.float32), None) is not None
+    assert cpu_backend.kernels_for(np.zeros(8, np.float64)) is None
+    assert cpu_backend.kernels_for(np.zeros(8, ">f4")) is None  # not native byte order
+    assert cpu_backend.kernels_for(np.zeros((4, 4), np.float32).T) is None  # not C-contiguous

@@ -4,14 +4,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
 from typing import Any, Callable
 
 import numpy as np
 
 from .blas import add_matmul_nt, can_add_matmul_nt
 from .erf import erf
-from .worker_pool import WorkerPool
+from .worker_pool import WorkerPool, worker_thread
 
 
 class NumpyBackend:
@@ -55,8 +54,9 @@ class NumpyBackend:
         C-contiguous, numba installed, not switched off), else None: the caller takes its NumPy path."""
         if not self.use_fast_kernels:
             return None
-        for a in arrays:
-            if a is not None and (a.dtype != np.float32 or not a.flags.c_contiguous):
+        for a in arrays:  # ``is`` first: most float32 arrays share one dtype object (not unpickled ones), and
+            # comparing dtypes is slow when the caches are cold after a large op
+            if a is not None and ((a.dtype is not _FLOAT32 and a.dtype != _FLOAT32) or not a.flags.c_contiguous):
                 return None
         return _fast_kernels(self)
 
@@ -162,7 +162,7 @@ class NumpyBackend:
         """One contiguous slice of ``range(n)`` per core, in order: a single one for n < 2, on one core, or
         inside a pool thread (a nested split has no thread to spare)."""
         k = min(self.num_threads, n)
-        if k <= 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        if k <= 1 or getattr(worker_thread, "is_worker", False):
             return [slice(0, n)]
         return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
@@ -173,20 +173,22 @@ class NumpyBackend:
         arrays keeps the Python that either thread runs between the hand-off and the kernel short (512K-element
         ``x**3`` / erf, paired medians: 0.72-0.79x / 0.85-0.90x the time of a lambda per slice through
         ``parallel_for``; at 4M elements no difference)."""
-        if len(calls) == 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        if len(calls) == 1 or getattr(worker_thread, "is_worker", False):
             for call in calls:
                 call()
             return
-        _thread_pool(self.num_threads - 1, os.getpid()).run(calls[1:], calls[0])
+        workers = self.num_threads - 1
+        (_POOLS.get(workers) or _pool(workers)).run(calls[1:], calls[0])
 
     def run_split(self, op: int, x: np.ndarray, y: np.ndarray, out: np.ndarray, flag: int = 0,
                   scalar: np.float32 = np.float32(0.0), loop: tuple[int, int] = (0, 0)) -> bool:
         """A compiled operation (``numba_tasks``) over flat float32 arrays, one piece per core in one compiled
         call (``WorkerPool.run_split``); False, with nothing done, when that cannot be (one core, a pool thread,
         a worker not polling): the caller then takes ``run_parts``."""
-        if self.num_threads < 2 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        workers = self.num_threads - 1
+        if workers < 1 or getattr(worker_thread, "is_worker", False):
             return False
-        return _thread_pool(self.num_threads - 1, os.getpid()).run_split(op, x, y, out, flag, scalar, loop)
+        return (_POOLS.get(workers) or _pool(workers)).run_split(op, x, y, out, flag, scalar, loop)
 
     def blas_threads(self, n: int) -> Any:
         """Context manager limiting BLAS to ``n`` threads: inside ``parallel_for`` and for single-row GEMMs in
@@ -202,6 +204,7 @@ class NumpyBackend:
 
 
 _POOL_PREFIX = "nnforge-pool"
+_FLOAT32 = np.dtype(np.float32)
 _PARALLEL_ELEMENTWISE = 3 << 17  # elements: below this an elementwise op stays on one thread (split breaks even ~300K)
 
 
@@ -241,6 +244,18 @@ def _thread_pool(workers: int, pid: int) -> WorkerPool:
     """The pool of this process (keyed by pid: a forked child, e.g. a DataLoader worker, has no live
     threads in its parent's pool and gets its own)."""
     return WorkerPool(workers, _POOL_PREFIX)
+
+
+# this process's pools by worker count, for the per-op lookup without a getpid() call: emptied in a forked child,
+# which then gets its own from _thread_pool
+_POOLS: dict[int, WorkerPool] = {}
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOLS.clear)
+
+
+def _pool(workers: int) -> WorkerPool:
+    pool = _POOLS[workers] = _thread_pool(workers, os.getpid())
+    return pool
 
 
 @functools.cache

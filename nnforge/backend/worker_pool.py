@@ -63,6 +63,10 @@ POSTED, FINISHED, STATE, COLLECTED, CALLER_CPU = range(5)
 FLAGS_SIZE = 5
 OP, PYTHON = 0, 0
 
+# ``worker_thread.is_worker`` is True on a pool's worker threads: an op they run does not split again (a thread-
+# local attribute costs far less than reading the thread's name when the caches are cold after a large op)
+worker_thread = threading.local()
+
 
 class _Spin:
     """The compiled polling functions and their windows; None without numba, off POSIX, or when
@@ -142,6 +146,7 @@ class _Worker:
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def _loop(self) -> None:
+        worker_thread.is_worker = True
         done = 0
         cpus_scratch = self._spin.cpus.copy() if self._spin is not None else None
         while True:
