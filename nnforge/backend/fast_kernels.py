@@ -18,7 +18,6 @@ from .ufunc_loops import binary_loop
 from .worker_pool import CompiledTask
 
 _PARALLEL_MIN = 1 << 15  # elements: below this, handing work to other threads costs more than it saves
-_VECTOR_BLOCK = 256  # float32 elements: a multiple of what one iteration of a vectorised kernel loop takes
 _COLS_T_MAX_C = 4  # convolutions of inputs with at most this many channels use the transposed im2col matrix
 _CONV_ROWS = 1024  # im2col rows per chunk of a convolution (a few images: the scratch stays in cache)
 
@@ -40,15 +39,16 @@ class FastKernels:
     def _map(self, op: int, out: np.ndarray, x: np.ndarray, y: np.ndarray | None = None, flag: int = 0) -> np.ndarray:
         """``numba_tasks.run_elementwise(op, x, y, out, flag)`` over flat arrays, one piece per core; each piece
         is a ``CompiledTask``, which a polling worker runs without taking the GIL. The pieces are cut at
-        multiples of ``_VECTOR_BLOCK`` elements, so that every element goes through the same code as in one call
-        over the whole array: with fastmath (contracted multiply-adds) a loop's vectorised body and its scalar
-        tail can round differently, and a cut elsewhere gave GELU gradients 1 ulp apart from one call's."""
+        multiples of ``numba_tasks.VECTOR_BLOCK`` elements, so that every element goes through the same code as
+        in one call over the whole array: with fastmath (contracted multiply-adds) a loop's vectorised body and
+        its scalar tail can round differently, and a cut elsewhere gave GELU gradients 1 ulp apart from one
+        call's."""
         fx, fo = x.reshape(-1), out.reshape(-1)
         fy = fx if y is None else y.reshape(-1)
         if fo.size >= _PARALLEL_MIN and self.backend.run_split(op, fx, fy, fo, flag):
             return out  # the workers were polling: all in one compiled call, cut as below (numba_tasks._cut)
         parts = self.backend.part_slices(fo.size) if fo.size >= _PARALLEL_MIN else [slice(0, fo.size)]
-        cuts = [0, *(sl.start - sl.start % _VECTOR_BLOCK for sl in parts[1:]), fo.size]
+        cuts = [0, *(sl.start - sl.start % nt.VECTOR_BLOCK for sl in parts[1:]), fo.size]
         parts = [slice(start, stop) for start, stop in zip(cuts, cuts[1:])]
         self.backend.run_parts([CompiledTask(functools.partial(nt.run_elementwise, op, fx[sl], fy[sl], fo[sl], flag),
                                              op, fx[sl], fy[sl], fo[sl], flag=flag) for sl in parts])

@@ -306,14 +306,19 @@ def post(flags, descriptor, scalars, seq, op, x, y, out, scalar, flag, loop, loo
     return True
 
 
+# float32 elements: a multiple of what one iteration of a vectorised kernel loop takes. Split ops cut their
+# pieces at multiples of it (here and in ``fast_kernels._map``'s fallback), so that every element goes through
+# the same code as in one call over the whole array, whichever path the op takes.
+VECTOR_BLOCK = 256
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _cut(n, k, parts):
-    """Where piece k of ``parts`` over n elements starts: at a multiple of 256 elements (k < parts), so that
-    every element goes through the same code as in one call over the whole array (``fast_kernels._map``)."""
+    """Where piece k of ``parts`` over n elements starts: at a multiple of VECTOR_BLOCK elements (k < parts)."""
     if k >= parts:
         return n
     start = n * k // parts
-    return start - start % 256
+    return start - start % VECTOR_BLOCK
 
 
 @numba.njit(nogil=True, cache=True)
