@@ -208,7 +208,17 @@ def _polling_pool(monkeypatch, workers: int, yield_ns: int, name: str = "split-p
         pytest.skip("worker polling is off (NNFORGE_SPIN_US=0)")
     monkeypatch.setattr(pool._spin, "yield_ns", yield_ns)
     pool.run([lambda: None] * workers, lambda: None)  # the workers' next wait has the new window
+    _until_polling(pool)
     return pool
+
+
+def _until_polling(pool: WorkerPool) -> None:
+    """Wait until every worker is back in its compiled wait: after a Python task a worker re-enters it a moment
+    after its caller has collected the task (the caller may take the GIL first)."""
+    deadline = time.monotonic() + 5
+    while not (pool._flags[:, nt.STATE] == nt.POLLING).all():
+        assert time.monotonic() < deadline, pool._flags[:, nt.STATE]
+        time.sleep(0.0001)
 
 
 def test_run_split_hands_every_worker_its_piece_in_one_call(monkeypatch):
@@ -249,6 +259,7 @@ def test_run_split_gives_the_claims_back_when_a_worker_is_not_polling(monkeypatc
     done = []
     pool.run([lambda: done.append(1), lambda: done.append(2)], lambda: done.append(0))
     assert sorted(done) == [0, 1, 2]
+    _until_polling(pool)
     assert pool.run_split(nt.CUBE, a, a, out, 0)  # polling again after those tasks
     np.testing.assert_array_equal(out, a * a * a)
 
