@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import nnforge as nf  # noqa: E402
-from benchmarks.common import SETTLE_S, compare, machine, print_table, set_threads  # noqa: E402
+from benchmarks.common import SETTLE_S, compare, compare_paired, machine, print_table, set_threads  # noqa: E402
 
 
 def _pair(shape: tuple, seed: int = 0):
@@ -92,7 +92,7 @@ def large_throughput(number: int, repeats: int) -> list:
     # /proc/self/task/*/schedstat), a core taken from the start of nnforge's next block but never the other way
     # round (nnforge's worker polls for at most ~2 ms): 4M x**3 measured 0.94x torch's time with 20 ms, 1.15x
     # with 5 ms in the same kind of alternating run.
-    rows = [(name, *compare(f, g, number, repeats, settle=SETTLE_S, block_warmup=1)) for name, f, g in cases]
+    rows = [(name, *compare_paired(f, g, number, repeats, settle=SETTLE_S, block_warmup=1)) for name, f, g in cases]
 
     def mm_fb():
         (m1 @ m2).backward(nf.ones(1024, 1024))
@@ -109,7 +109,7 @@ def large_throughput(number: int, repeats: int) -> list:
     # the same block protocol as the forward rows (they had none: each block began while the other framework's
     # threads still spun, e.g. torch's OpenMP threads for a few ms after its block)
     for name, f, g in (("matmul 1024^3 fwd+bwd", mm_fb, tmm_fb), ("mul+sum 4M fwd+bwd", mul_fb, tmul_fb)):
-        rows.append((name, *compare(f, g, max(number // 4, 1), repeats, settle=SETTLE_S, block_warmup=1)))
+        rows.append((name, *compare_paired(f, g, max(number // 4, 1), repeats, settle=SETTLE_S, block_warmup=1)))
     return rows
 
 
