@@ -100,8 +100,15 @@ def check_op(nf_fn: Callable, torch_fn: Callable | None, shapes_or_arrays: Seque
         if b.requires_grad and b.dtype.is_floating_point:
             assert a.requires_grad, "torch output requires grad, nnforge's does not"
             g = rng.standard_normal(b.shape).astype(np.dtype(a.dtype))
-            a.backward(nf.tensor(g, dtype=a.dtype))
+            upstream = nf.tensor(g, dtype=a.dtype)
+            a.backward(upstream)
             b.backward(torch.tensor(g))
+            # backward reads the caller's gradient without copying it: no op may write into it or leave it as a
+            # leaf's .grad
+            assert np.array_equal(upstream.numpy(), g, equal_nan=True), "backward wrote into the upstream gradient"
+            assert not any(isinstance(x, nf.Tensor) and x.grad is not None
+                           and np.shares_memory(x.grad.numpy(), upstream.numpy())
+                           for x in nf_in), "an input's .grad shares memory with the upstream gradient"
             break
     for k, (x, y) in enumerate(zip(nf_in, torch_in)):
         if not isinstance(y, torch.Tensor) or not y.requires_grad:

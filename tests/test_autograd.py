@@ -122,6 +122,30 @@ def test_backward_with_numpy_gradient_and_on_leaf():
     assert x.grad.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_backward_keeps_the_callers_gradient_apart_from_the_grads():
+    """The gradient passed to backward is not copied up front; it reaches leaves unchanged through a leaf root,
+    an add (whose backward hands the same array to both inputs) and a reshape view, and a later backward
+    accumulates into the leaves' .grad, never into the caller's array. Accumulation into a leaf whose .grad was
+    set to that very array makes a new array too."""
+    g = np.arange(6, dtype=np.float32).reshape(2, 3).copy()  # an array of its own (a view would be copied anyway)
+    expected = g.copy()
+    x, y = nf.randn(2, 3, requires_grad=True), nf.randn(2, 3, requires_grad=True)
+    v = nf.randn(6, requires_grad=True)
+    for _ in range(2):
+        x.backward(g)
+        (x + y).backward(g)
+        v.reshape(2, 3).backward(g)
+    np.testing.assert_array_equal(g, expected)
+    for t, scale in ((x, 4), (y, 2), (v, 2)):
+        np.testing.assert_array_equal(t.grad.numpy().reshape(2, 3), scale * expected)
+        assert not np.shares_memory(t.grad.numpy(), g)
+    w = nf.randn(2, 3, requires_grad=True)
+    w.grad = nf.from_numpy(g)
+    (w * 1).backward(g)
+    np.testing.assert_array_equal(g, expected)
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * expected)
+
+
 def test_leaf_and_nonleaf_attributes():
     x = nf.randn(3, requires_grad=True)
     y = x * 2

@@ -75,7 +75,9 @@ def _run_backward(roots: Sequence[Any], root_grads: Sequence[Any], retain_graph:
     if capture is not None:
         for i, t in enumerate(capture):
             targets[id(t.grad_fn) if t.grad_fn is not None else id(t)] = i
-    owned: set = set()
+    # ids of arrays a leaf may neither keep as its .grad nor accumulate into: the caller's gradients, and arrays
+    # this pass already handed to a leaf
+    owned: set = {id(g) for g in root_grads}
 
     def deliver_leaf(leaf: Tensor, g: Any) -> None:
         if type(g) is not leaf._backend.ndarray:  # NumPy ops on 0-d arrays return scalars
