@@ -9,11 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import nnforge as nf  # noqa: E402
+# nnforge before NumPy, as the README asks and `python -m benchmarks` does: OpenBLAS reads nnforge's defaults
+# (threads that stop spinning right after a GEMM) only when it loads. Loaded after NumPy, OpenBLAS's threads
+# spun ~0.1 s after each GEMM and the gradient adds that followed a matmul's backward GEMMs waited for the cores
+# (the second add 3.1 ms instead of 0.17).
+import nnforge as nf  # noqa: E402,I001
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from benchmarks.common import SETTLE_S, compare, compare_paired, machine, print_table, set_threads  # noqa: E402
 
 
