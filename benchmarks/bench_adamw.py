@@ -5,6 +5,10 @@ alternated run by run; prints the median ms of each and the ratios.
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import time
 

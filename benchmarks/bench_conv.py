@@ -20,10 +20,12 @@ if __name__ == "__main__":  # thread counts must be set before NumPy/OpenBLAS st
         for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[_var] = _args[_args.index("--threads") + 1]
 
+import nnforge as nf  # noqa: E402  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-import nnforge as nf  # noqa: E402
 
 
 CLOCK = time.perf_counter

@@ -11,6 +11,10 @@ Runs the workers itself (``mpirun --oversubscribe -n 2 python bench_distributed.
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import json
 import os

@@ -9,6 +9,10 @@ with accuracy (``metrics=["accuracy"]`` vs a loop that also counts correct predi
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import time
 

@@ -13,6 +13,10 @@ BLAS / intra-op threads are set to the same ``--threads`` for both (default 1: t
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import cProfile
 import json

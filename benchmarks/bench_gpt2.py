@@ -8,6 +8,10 @@ same weights copied into transformers' ``GPT2LMHeadModel``; batch 4 x length 256
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 
 import numpy as np

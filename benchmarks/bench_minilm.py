@@ -11,6 +11,10 @@ Both frameworks start from the same checkpoint and the same classifier head. Ran
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import importlib.util
 import warnings

@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # (threads that stop spinning right after a GEMM) only when it loads. Loaded after NumPy, OpenBLAS's threads
 # spun ~0.1 s after each GEMM and the gradient adds that followed a matmul's backward GEMMs waited for the cores
 # (the second add 3.1 ms instead of 0.17).
-import nnforge as nf  # noqa: E402,I001
+import nnforge as nf  # noqa: E402
+
+# isort: split
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -10,12 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import nnforge as nf
-from benchmarks.common import compare, machine, print_table, set_threads
+import nnforge as nf  # noqa: E402  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import compare, machine, print_table, set_threads  # noqa: E402
 
 
 def _models(lib, vocab: int, emb: int, hidden: int, classes: int, kind: str, bidirectional: bool):

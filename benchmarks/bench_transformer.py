@@ -8,6 +8,10 @@ Default shape: d_model 384, nhead 12, dim_feedforward 1536, batch 16, seq 128, g
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 
 import numpy as np

@@ -6,6 +6,10 @@ epochs and learning rate; prints test accuracy, wall and CPU time (the README qu
 """
 from __future__ import annotations
 
+import nnforge  # noqa: F401  (before NumPy loads: OpenBLAS reads nnforge's thread defaults only then)
+
+# isort: split
+
 import argparse
 import time
 import warnings
