@@ -18,6 +18,7 @@ from nnforge.backend.worker_pool import CompiledTask, WorkerPool
 
 pytest.importorskip("numba")
 from nnforge.backend import numba_kernels as nk  # noqa: E402
+from nnforge.backend import numba_stream as ns  # noqa: E402
 from nnforge.backend import numba_tasks as nt  # noqa: E402
 from nnforge.backend.ufunc_loops import binary_loop  # noqa: E402
 
@@ -239,6 +240,13 @@ def test_run_split_hands_every_worker_its_piece_in_one_call(monkeypatch):
             out = np.full_like(a, np.nan)
             assert pool.run_split(nt.UFUNC, x, y, out, mode, value, loop)
             np.testing.assert_array_equal(out, expected, err_msg=(ufunc, mode))
+            # the same with streaming stores, into an output that is not 32-byte aligned
+            out = np.full(a.size + 1, np.nan, np.float32)[1:]
+            assert pool.run_split(nt.STREAM, x, y, out, mode, value, (ns.SUB if ufunc is np.subtract else ns.DIV, 0))
+            np.testing.assert_array_equal(out, expected, err_msg=("stream", ufunc, mode))
+    out = np.full_like(a, np.nan)
+    assert pool.run_split(nt.STREAM, a, a, out, nt.ARRAYS, value, (ns.CUBE, 0))
+    np.testing.assert_array_equal(out, a * a * a)
     assert not pool._busy.locked()
 
 

@@ -7,17 +7,48 @@ tests check that both paths agree.
 from __future__ import annotations
 
 import functools
+import glob
 import math
+import os
 from typing import Any, Callable
 
 import numpy as np
 
 from . import numba_kernels as nk
+from . import numba_stream as ns
 from . import numba_tasks as nt
 from .ufunc_loops import binary_loop
 from .worker_pool import CompiledTask
 
 _PARALLEL_MIN = 1 << 15  # elements: below this, handing work to other threads costs more than it saves
+
+
+def _size_bytes(text: str) -> int:
+    """A sysfs cache size ("32768K", "1M", "512") in bytes; ValueError if it is none."""
+    text = text.strip().upper()
+    shift = {"K": 10, "M": 20, "G": 30}.get(text[-1:], 0)
+    return int(text[:-1] if shift else text) << shift
+
+
+def _last_level_cache_bytes(pattern: str = "/sys/devices/system/cpu/cpu0/cache/index*/size") -> int:
+    """The size of CPU 0's largest cache (Linux's sysfs), else 32 MiB."""
+    sizes = []
+    for path in glob.glob(pattern):
+        try:
+            with open(path) as f:
+                sizes.append(_size_bytes(f.read()))
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=32 << 20)
+
+
+# Ops with a fresh output that touch more bytes (inputs and output) than the last-level cache holds store their
+# results with streaming stores (``numba_stream``). Measured on a 32 MiB cache, two threads: 4M-element add and
+# mul (48 MB) 0.72x and 0.66x torch's time streaming, 0.94x and 0.86x not; 4M `x**3` (32 MB) 0.75x streaming,
+# 0.69x not; 1M add (12 MB) 0.21 vs 0.15 ms. ``NNFORGE_STREAM_STORES=0`` turns it off.
+_STREAM_MIN_BYTES = _last_level_cache_bytes()
+_STREAMS = ns.AVAILABLE and os.environ.get("NNFORGE_STREAM_STORES", "1") != "0"
+_STREAM_OPERATIONS = {np.add: ns.ADD, np.subtract: ns.SUB, np.multiply: ns.MUL, np.true_divide: ns.DIV}
 _COLS_T_MAX_C = 4  # convolutions of inputs with at most this many channels use the transposed im2col matrix
 _CONV_ROWS = 1024  # im2col rows per chunk of a convolution (a few images: the scratch stays in cache)
 
@@ -72,15 +103,20 @@ class FastKernels:
             mode, value, x, y = nt.SCALAR_X, _float32_value(a), b, b
         return None if value is None else (loop, mode, value, x, y)
 
-    def binary_split(self, ufunc: Any, a: Any, b: Any, out: np.ndarray) -> bool:
+    def binary_split(self, ufunc: Any, a: Any, b: Any, out: np.ndarray, fresh: bool = False) -> bool:
         """``ufunc(a, b, out=out)`` through the ufunc's inner loop, one piece per core in one compiled call
         (``backend.run_split``), when every pool worker polls; False, with nothing done, otherwise. Neither
         share raises NumPy's floating-point warnings (division by zero, overflow), as torch never does: the
-        loop is called without the ufunc machinery that checks the FPU's flags."""
+        loop is called without the ufunc machinery that checks the FPU's flags. ``fresh``: out is a new array
+        (not an operand, nothing reads it yet); then ``+ - * /`` over more than ``_STREAM_MIN_BYTES`` store
+        their results with streaming stores, bit-identical to the ufunc's."""
         operands = self._binary_operands(ufunc, a, b, out)
         if operands is None:
             return False
         loop, mode, value, x, y = operands
+        operation = _STREAM_OPERATIONS.get(ufunc) if fresh and _STREAMS else None
+        if operation is not None and out.nbytes * (3 if mode == nt.ARRAYS else 2) > _STREAM_MIN_BYTES:
+            return self.backend.run_split(nt.STREAM, x, y, out, mode, value, (operation, 0))
         return self.backend.run_split(nt.UFUNC, x, y, out, mode, value, loop)
 
     def binary_tasks(self, ufunc: Any, a: Any, b: Any, out: np.ndarray, slices: list[slice],
@@ -96,7 +132,12 @@ class FastKernels:
                 for sl, call in zip(slices, calls)]
 
     def cube(self, a: np.ndarray) -> np.ndarray:
-        return self._map(nt.CUBE, np.empty_like(a), a)
+        out = np.empty_like(a)
+        if _STREAMS and 2 * a.nbytes > _STREAM_MIN_BYTES:  # streaming stores (see binary_split), when the workers poll
+            flat, flat_out = a.reshape(-1), out.reshape(-1)
+            if self.backend.run_split(nt.STREAM, flat, flat, flat_out, nt.ARRAYS, np.float32(0.0), (ns.CUBE, 0)):
+                return out
+        return self._map(nt.CUBE, out, a)
 
     def _reduce(self, rows: Callable, a: np.ndarray, last_axis: bool, partial_dtype: Any,
                 op: int | None = None, flag: int | None = None) -> np.ndarray:

@@ -31,17 +31,19 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import numba_kernels as nk
+from . import numba_stream as ns
 from .numba_spin import _load_acquire, _store_release, spin_until
 from .worker_pool import CALLER_CPU, COLLECTED, FINISHED, OP, POSTED, PYTHON, STATE  # flags, descriptor layout
 
 AWAY, POLLING, CLAIMED = 0, 1, 2  # flags[STATE]
 # a task's descriptor (int64): operation, x's rows and columns, the addresses of x, y and out, an int flag, and
-# for UFUNC the addresses of a NumPy inner loop and its data (``ufunc_loops``)
+# for UFUNC the addresses of a NumPy inner loop and its data (``ufunc_loops``), for STREAM the arithmetic
+# (``numba_stream``: ADD, SUB, MUL, DIV, CUBE) in LOOP
 ROWS, COLS, X, Y, OUT, FLAG, LOOP, LOOP_DATA = range(OP + 1, OP + 9)
 DESCRIPTOR_SIZE = 9
 # operations (PYTHON, 0: the callable in the worker's Python slot; the worker returns to Python for it)
-CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS, EXTREME_ROWS = range(PYTHON + 1, PYTHON + 9)
-# UFUNC's flag: both operands arrays, or x an array and y the scalar, or x the scalar and y an array
+CUBE, EXP, ERF, GELU, GELU_GRAD, UFUNC, SUM_ROWS, EXTREME_ROWS, STREAM = range(PYTHON + 1, PYTHON + 10)
+# UFUNC's and STREAM's flag: both operands arrays, or x an array and y the scalar, or x the scalar and y an array
 ARRAYS, SCALAR_Y, SCALAR_X = range(3)
 
 
@@ -227,6 +229,10 @@ def _run_posted(descriptor, scalars):
         _call_binary_loop(descriptor[LOOP], descriptor[LOOP_DATA], scalar_at if flag == SCALAR_X else x_at,
                           scalar_at if flag == SCALAR_Y else y_at, out_at, n,
                           0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+    elif op == STREAM:  # as UFUNC, with the arithmetic in LOOP
+        scalar_at = np.int64(scalars.ctypes.data)
+        ns.stream(descriptor[LOOP], scalar_at if flag == SCALAR_X else x_at, scalar_at if flag == SCALAR_Y else y_at,
+                  0 if flag == SCALAR_X else 1, 0 if flag == SCALAR_Y else 1, out_at, n)
     elif op == EXTREME_ROWS:  # flag: max (else min)
         nk.extreme_rows(numba.carray(_f32_pointer(x_at), (rows, cols)), numba.carray(_f32_pointer(out_at), rows),
                         flag != 0)
@@ -327,7 +333,8 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
     to each worker (row w of ``flags``, ``descriptors``, ``scalars``), runs the first here and waits for the
     workers. False, with nothing run or posted, unless every worker was polling. The operation is
     ``run_elementwise(op, x, y, out, flag)``, or for UFUNC NumPy's inner loop ``loop`` with operands as
-    ``post`` takes them (``flag`` ARRAYS, SCALAR_Y or SCALAR_X, the single value ``scalar``).
+    ``post`` takes them (``flag`` ARRAYS, SCALAR_Y or SCALAR_X, the single value ``scalar``), or for STREAM the
+    arithmetic ``loop`` (``numba_stream``) with operands as for UFUNC.
 
     One call instead of a post, a call of the caller's share and a wait from Python (three dispatches and the
     Python between them): right after a kernel has streamed tens of MB through the caches, each line of
@@ -349,11 +356,14 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
         flags[w][CALLER_CPU] = cpu
         _store_release(flags[w], POSTED, _load_acquire(flags[w], POSTED) + 1)
     first = _cut(n, 1, parts)
-    if op == UFUNC:  # the caller's share reads a single value from worker 0's slot, which holds it too
+    if op == UFUNC or op == STREAM:  # the caller's share reads a single value from worker 0's slot, which holds it
         scalar_at = np.int64(scalars[0].ctypes.data)
-        _call_binary_loop(loop, loop_data, scalar_at if flag == SCALAR_X else x_at,
-                          scalar_at if flag == SCALAR_Y else y_at, out_at, first,
-                          0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+        x_first, y_first = scalar_at if flag == SCALAR_X else x_at, scalar_at if flag == SCALAR_Y else y_at
+        if op == UFUNC:
+            _call_binary_loop(loop, loop_data, x_first, y_first, out_at, first,
+                              0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
+        else:
+            ns.stream(loop, x_first, y_first, 0 if flag == SCALAR_X else 1, 0 if flag == SCALAR_Y else 1, out_at, first)
     else:
         run_elementwise(op, x[:first], y[:first], out[:first], flag)
     for w in range(workers):  # yielding between short spells of polling: a worker on this CPU gets it at once

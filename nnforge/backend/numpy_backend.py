@@ -95,11 +95,12 @@ class NumpyBackend:
         if parts is None:
             return ufunc(a, b) if out is None else ufunc(a, b, out=out)
         ref, fa, fb = parts
-        if out is None:
+        fresh = out is None
+        if fresh:
             out = np.empty_like(ref)
         fo = out.reshape(-1)
         kernels = self.kernels_for(ref)
-        if kernels is not None and kernels.binary_split(ufunc, fa, fb, fo):
+        if kernels is not None and kernels.binary_split(ufunc, fa, fb, fo, fresh):
             return out
         slices = self.part_slices(fo.size)
         calls = [functools.partial(ufunc, _piece(fa, sl), _piece(fb, sl), out=fo[sl]) for sl in slices]
