@@ -43,9 +43,9 @@ def _last_level_cache_bytes(pattern: str = "/sys/devices/system/cpu/cpu0/cache/i
 
 
 # Ops with a fresh output that touch more bytes (inputs and output) than the last-level cache holds store their
-# results with streaming stores (``numba_stream``). Measured on a 32 MiB cache, two threads: 4M-element add and
-# mul (48 MB) 0.72x and 0.66x torch's time streaming, 0.94x and 0.86x not; 4M `x**3` (32 MB) 0.75x streaming,
-# 0.69x not; 1M add (12 MB) 0.21 vs 0.15 ms. ``NNFORGE_STREAM_STORES=0`` turns it off.
+# results with streaming stores (``numba_stream``). Measured on a 32 MiB cache, two threads, paired with torch:
+# 4M-element add (48 MB) 0.72-0.90x torch's time streaming, 0.89-0.98x not; mul 0.66-0.83x vs 0.86-0.93x; 4M
+# `x**3` (32 MB) 0.75x vs 0.69x; 1M add (12 MB) 0.21 vs 0.15 ms. ``NNFORGE_STREAM_STORES=0`` turns it off.
 _STREAM_MIN_BYTES = _last_level_cache_bytes()
 _STREAMS = ns.AVAILABLE and os.environ.get("NNFORGE_STREAM_STORES", "1") != "0"
 _STREAM_OPERATIONS = {np.add: ns.ADD, np.subtract: ns.SUB, np.multiply: ns.MUL, np.true_divide: ns.DIV}
