@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # nnforge before NumPy, as the README asks and `python -m benchmarks` does: OpenBLAS reads nnforge's defaults
 # (threads that stop spinning right after a GEMM) only when it loads. Loaded after NumPy, OpenBLAS's threads
 # spun ~0.1 s after each GEMM and the gradient adds that followed a matmul's backward GEMMs waited for the cores
-# (the second add 3.1 ms instead of 0.17).
+# (the second add 2.9-3.1 ms instead of 0.17-0.20).
 import nnforge as nf  # noqa: E402
 
 # isort: split

@@ -15,9 +15,9 @@ claimed it (POLLING -> AWAY). An unclaimed worker is reached through its lock as
 claims back if one is not polling), posts their pieces, runs its own and waits for them. A worker that finds
 itself on the CPU its poster wrote with the post moves to another (``serve``, Linux only).
 
-numba's on-disk cache of ``serve`` holds the kernels of ``numba_kernels`` it calls but is invalidated only by
-edits to this file: after changing a kernel there, delete ``nnforge/backend/__pycache__`` (a fresh install
-or clone compiles everything anew).
+numba's on-disk cache of ``serve`` holds the kernels of ``numba_kernels`` and ``numba_stream`` it calls but is
+invalidated only by edits to this file: after changing a kernel there, delete ``nnforge/backend/__pycache__`` (a
+fresh install or clone compiles everything anew).
 """
 from __future__ import annotations
 
