@@ -23,6 +23,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .numba_pointers import f32_pointer
+
 AVAILABLE = platform.machine().lower() in ("x86_64", "amd64")
 ADD, SUB, MUL, DIV, CUBE = range(5)  # the operation: x op y, or x*x*x (y unused)
 _WIDTH = 8  # float32 lanes per streamed vector (32 bytes: AVX, which every x86-64 CPU with AVX-512 has too)
@@ -96,37 +98,23 @@ def _store_fence(typingctx):
     return types.void(), codegen
 
 
-@intrinsic
-def _load(typingctx, address):
-    def codegen(context, builder, signature, args):
-        return builder.load(builder.inttoptr(args[0], _F32.as_pointer()))
-    return types.float32(types.int64), codegen
-
-
-@intrinsic
-def _store(typingctx, address, value):
-    def codegen(context, builder, signature, args):
-        builder.store(args[1], builder.inttoptr(args[0], _F32.as_pointer()))
-        return context.get_dummy_value()
-    return types.void(types.int64, types.float32), codegen
-
-
 @numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
 def _one(operation, x_at, y_at, x_step, y_step, out_at, i):
     """Element i with a plain store (before out is aligned, and the last few)."""
-    x = _load(x_at + 4 * i * x_step)
+    x = f32_pointer(x_at)[i * x_step]
+    out = f32_pointer(out_at)
     if operation == CUBE:
-        _store(out_at + 4 * i, x * x * x)
+        out[i] = x * x * x
         return
-    y = _load(y_at + 4 * i * y_step)
+    y = f32_pointer(y_at)[i * y_step]
     if operation == ADD:
-        _store(out_at + 4 * i, x + y)
+        out[i] = x + y
     elif operation == SUB:
-        _store(out_at + 4 * i, x - y)
+        out[i] = x - y
     elif operation == MUL:
-        _store(out_at + 4 * i, x * y)
+        out[i] = x * y
     else:
-        _store(out_at + 4 * i, x / y)
+        out[i] = x / y
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

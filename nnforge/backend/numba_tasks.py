@@ -32,6 +32,8 @@ from numba.extending import intrinsic
 
 from . import numba_kernels as nk
 from . import numba_stream as ns
+from .numba_pointers import f32_pointer as _f32_pointer
+from .numba_pointers import f64_pointer as _f64_pointer
 from .numba_spin import _load_acquire, _store_release, spin_until
 from .worker_pool import CALLER_CPU, COLLECTED, FINISHED, OP, POSTED, PYTHON, STATE  # flags, descriptor layout
 
@@ -57,20 +59,6 @@ def _compare_exchange(typingctx, flags, index, expected, desired):
         pair = builder.cmpxchg(pointer, args[2], args[3], "acq_rel", "acquire")
         return builder.extract_value(pair, 1)
     return types.boolean(flags, index, types.int64, types.int64), codegen
-
-
-def _pointer_intrinsic(element: types.Type):
-    pointer_type = types.CPointer(element)
-
-    def pointer(typingctx, address):
-        def codegen(context, builder, signature, args):
-            return builder.inttoptr(args[0], context.get_value_type(pointer_type))
-        return pointer_type(types.int64), codegen
-    return intrinsic(pointer)
-
-
-_f32_pointer = _pointer_intrinsic(types.float32)
-_f64_pointer = _pointer_intrinsic(types.float64)
 
 
 @intrinsic
