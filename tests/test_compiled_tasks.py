@@ -312,3 +312,25 @@ def test_max_and_min_over_rows_on_a_polling_worker_match_torch(posts, monkeypatc
         assert np.isnan(x.amax().item()) and np.isnan(x.amin().item())
         np.testing.assert_array_equal(x[:2000].amax().item(), t[:2000].amax().item())
     assert counts[0] > 0
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may use (Linux)")
+def test_run_split_gives_each_half_to_the_same_cpu_whichever_thread_runs_there(monkeypatch):
+    """On two threads the caller takes the half that its CPU number picks (even: the first), the worker the
+    other: a half stays with one CPU's caches when the scheduler swaps the two threads."""
+    pool = _polling_pool(monkeypatch, 1, 10**8, "piece-pool")
+    allowed = os.sched_getaffinity(0)
+    x = np.random.default_rng(10).standard_normal(N).astype(np.float32)
+    half = nt._cut(N, 1, 2)
+    try:
+        for cpu in sorted(allowed)[:2]:
+            os.sched_setaffinity(0, {cpu})
+            out = np.full_like(x, np.nan)
+            assert pool.run_split(nt.CUBE, x, x, out, 0)
+            np.testing.assert_array_equal(out, x * x * x)
+            worker_piece = (pool._descriptors[0, nt.OUT] - out.ctypes.data) // 4, pool._descriptors[0, nt.COLS]
+            assert worker_piece == ((half, N - half) if cpu % 2 == 0 else (0, half)), (cpu, worker_piece)
+            _until_polling(pool)
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -326,7 +326,13 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
 
     One call instead of a post, a call of the caller's share and a wait from Python (three dispatches and the
     Python between them): right after a kernel has streamed tens of MB through the caches, each line of
-    Python there runs ~10x slower than warm (a 1000-element ``x**3``: 3.5 us warm, 32 us after a 64 MB copy)."""
+    Python there runs ~10x slower than warm (a 1000-element ``x**3``: 3.5 us warm, 32 us after a 64 MB copy).
+
+    The caller takes piece ``cpu % parts`` of the CPU it runs on, so that on two CPUs each half of an array is
+    worked on by the same CPU call after call, whichever thread the scheduler put there. On this VM the two
+    virtual CPUs at times sit on different L3 caches: then a 4M-element ``x**3`` whose halves changed CPUs
+    between calls took 420-500 us per call against 210-230 us when they stayed (``x**3`` reads and writes
+    32 MB, which fits in two L3s but not in one); at other times it made no difference."""
     workers = flags.shape[0]
     for w in range(workers):
         if not _compare_exchange(flags[w], STATE, POLLING, CLAIMED):
@@ -337,23 +343,27 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
     parts = workers + 1
     x_at, y_at, out_at = np.int64(x.ctypes.data), np.int64(y.ctypes.data), np.int64(out.ctypes.data)
     cpu = _sched_getcpu()
+    own = cpu % parts if cpu >= 0 else 0  # the caller's piece follows its CPU, not its thread (see above)
     for w in range(workers):
-        start, stop = _cut(n, w + 1, parts), _cut(n, w + 2, parts)
+        piece = w if w < own else w + 1
+        start, stop = _cut(n, piece, parts), _cut(n, piece + 1, parts)
         _describe(descriptors[w], scalars[w], op, 1, stop - start, x_at + 4 * start, y_at + 4 * start,
                   out_at + 4 * start, scalar, flag, loop, loop_data)
         flags[w][CALLER_CPU] = cpu
         _store_release(flags[w], POSTED, _load_acquire(flags[w], POSTED) + 1)
-    first = _cut(n, 1, parts)
+    start, stop = _cut(n, own, parts), _cut(n, own + 1, parts)
     if op == UFUNC or op == STREAM:  # the caller's share reads a single value from worker 0's slot, which holds it
         scalar_at = np.int64(scalars[0].ctypes.data)
-        x_first, y_first = scalar_at if flag == SCALAR_X else x_at, scalar_at if flag == SCALAR_Y else y_at
+        x_own = scalar_at if flag == SCALAR_X else x_at + 4 * start
+        y_own = scalar_at if flag == SCALAR_Y else y_at + 4 * start
         if op == UFUNC:
-            _call_binary_loop(loop, loop_data, x_first, y_first, out_at, first,
+            _call_binary_loop(loop, loop_data, x_own, y_own, out_at + 4 * start, stop - start,
                               0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
         else:
-            ns.stream(loop, x_first, y_first, 0 if flag == SCALAR_X else 1, 0 if flag == SCALAR_Y else 1, out_at, first)
+            ns.stream(loop, x_own, y_own, 0 if flag == SCALAR_X else 1, 0 if flag == SCALAR_Y else 1,
+                      out_at + 4 * start, stop - start)
     else:
-        run_elementwise(op, x[:first], y[:first], out[:first], flag)
+        run_elementwise(op, x[start:stop], y[start:stop], out[start:stop], flag)
     for w in range(workers):  # yielding between short spells of polling: a worker on this CPU gets it at once
         seq = _load_acquire(flags[w], POSTED)
         while not spin_until(flags[w], FINISHED, seq, wait_polls):
