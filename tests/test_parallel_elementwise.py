@@ -2,6 +2,8 @@
 ``parallel_for``): results equal NumPy's unsplit ones bit for bit, gradients match torch, errors propagate."""
 from __future__ import annotations
 
+import functools
+import os
 import threading
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 
 import nnforge as nf
 from nnforge.backend import cpu_backend
-from nnforge.backend.worker_pool import CompiledTask, WorkerPool
+from nnforge.backend.worker_pool import CompiledTask, WorkerPool, current_cpu
 
 N = 3 * (1 << 19) + 7  # above the split threshold, not a multiple of the core count
 
@@ -219,3 +221,24 @@ def test_worker_pool_falls_back_to_locks_when_the_compiled_loop_cannot_run(monke
     seen = []
     pool.run([lambda: seen.append(threading.current_thread().name)], lambda: seen.append("caller"))
     assert sorted(seen) == ["caller", "fallback-pool-0"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2
+                    or current_cpu() < 0 or cpu_backend.num_threads < 2,
+                    reason="needs two CPUs this process may use and sched_getcpu (Linux)")
+def test_run_parts_runs_the_part_its_cpu_picks_on_the_calling_thread():
+    """Two parts: this thread runs the one its CPU number picks (even: the first), a worker the other, as
+    run_split divides its pieces, so a half of an array stays with one CPU from op to op."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        for cpu in sorted(allowed)[:2]:
+            os.sched_setaffinity(0, {cpu})
+            ran_on = [None, None]
+
+            def record(i):
+                ran_on[i] = threading.get_ident()
+
+            cpu_backend.run_parts([functools.partial(record, 0), functools.partial(record, 1)])
+            assert ran_on[cpu % 2] == threading.get_ident() and ran_on[1 - cpu % 2] not in (None, ran_on[cpu % 2])
+    finally:
+        os.sched_setaffinity(0, allowed)

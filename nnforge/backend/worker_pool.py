@@ -42,6 +42,7 @@ claimed while it polls (``numba_tasks``); otherwise it goes through the lock lik
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -113,6 +114,24 @@ def _affinity_mask() -> np.ndarray:
     for cpu in cpus:
         mask[cpu // 64] |= np.uint64(1) << np.uint64(cpu % 64)
     return mask
+
+
+def _sched_getcpu() -> Callable[[], int] | None:
+    try:
+        function = ctypes.CDLL(None).sched_getcpu  # glibc and musl; absent on macOS and Windows
+    except (OSError, AttributeError, TypeError):
+        return None
+    function.argtypes, function.restype = [], ctypes.c_int
+    return function
+
+
+_SCHED_GETCPU = _sched_getcpu()
+
+
+def current_cpu() -> int:
+    """The CPU this thread runs on now (a hint: the scheduler may move it at any moment), -1 where the C
+    library cannot tell. ~0.3 us through ctypes."""
+    return _SCHED_GETCPU() if _SCHED_GETCPU is not None else -1
 
 
 class CompiledTask:
