@@ -331,8 +331,8 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
     The caller takes piece ``cpu % parts`` of the CPU it runs on, so that on two CPUs each half of an array is
     worked on by the same CPU call after call, whichever thread the scheduler put there. On this VM the two
     virtual CPUs at times sit on different L3 caches: then a 4M-element ``x**3`` whose halves changed CPUs
-    between calls took 420-500 us per call against 210-230 us when they stayed (``x**3`` reads and writes
-    32 MB, which fits in two L3s but not in one); at other times it made no difference."""
+    every call took 504 us (median; 670 in a second such spell) against 230 (472) when they stayed; at other
+    times it made no difference. ``backend.run_parts`` gives the calling thread its part the same way."""
     workers = flags.shape[0]
     for w in range(workers):
         if not _compare_exchange(flags[w], STATE, POLLING, CLAIMED):
