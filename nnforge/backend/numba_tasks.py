@@ -315,6 +315,12 @@ def _cut(n, k, parts):
     return start - start % VECTOR_BLOCK
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _piece(n, k, parts):
+    """(start, stop) of piece k of ``parts`` over n elements."""
+    return _cut(n, k, parts), _cut(n, k + 1, parts)
+
+
 @numba.njit(nogil=True, cache=True)
 def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, loop_data, wait_polls):
     """One operation over flat float32 arrays split into one piece per thread, all in one call: posts a piece
@@ -345,25 +351,16 @@ def run_split(flags, descriptors, scalars, op, x, y, out, flag, scalar, loop, lo
     cpu = _sched_getcpu()
     own = cpu % parts if cpu >= 0 else 0  # the caller's piece follows its CPU, not its thread (see above)
     for w in range(workers):
-        piece = w if w < own else w + 1
-        start, stop = _cut(n, piece, parts), _cut(n, piece + 1, parts)
+        start, stop = _piece(n, w if w < own else w + 1, parts)
         _describe(descriptors[w], scalars[w], op, 1, stop - start, x_at + 4 * start, y_at + 4 * start,
                   out_at + 4 * start, scalar, flag, loop, loop_data)
         flags[w][CALLER_CPU] = cpu
         _store_release(flags[w], POSTED, _load_acquire(flags[w], POSTED) + 1)
-    start, stop = _cut(n, own, parts), _cut(n, own + 1, parts)
-    if op == UFUNC or op == STREAM:  # the caller's share reads a single value from worker 0's slot, which holds it
-        scalar_at = np.int64(scalars[0].ctypes.data)
-        x_own = scalar_at if flag == SCALAR_X else x_at + 4 * start
-        y_own = scalar_at if flag == SCALAR_Y else y_at + 4 * start
-        if op == UFUNC:
-            _call_binary_loop(loop, loop_data, x_own, y_own, out_at + 4 * start, stop - start,
-                              0 if flag == SCALAR_X else 4, 0 if flag == SCALAR_Y else 4, 4)
-        else:
-            ns.stream(loop, x_own, y_own, 0 if flag == SCALAR_X else 1, 0 if flag == SCALAR_Y else 1,
-                      out_at + 4 * start, stop - start)
-    else:
-        run_elementwise(op, x[start:stop], y[start:stop], out[start:stop], flag)
+    start, stop = _piece(n, own, parts)
+    mine, my_scalar = np.empty(DESCRIPTOR_SIZE, np.int64), np.empty(1, np.float32)  # run as a worker runs a post
+    _describe(mine, my_scalar, op, 1, stop - start, x_at + 4 * start, y_at + 4 * start, out_at + 4 * start, scalar,
+              flag, loop, loop_data)
+    _run_posted(mine, my_scalar)
     for w in range(workers):  # yielding between short spells of polling: a worker on this CPU gets it at once
         seq = _load_acquire(flags[w], POSTED)
         while not spin_until(flags[w], FINISHED, seq, wait_polls):
