@@ -14,7 +14,7 @@ import torch
 import nnforge as nf
 from nnforge.backend import cpu_backend
 from nnforge.backend.numpy_backend import _thread_pool
-from nnforge.backend.worker_pool import CompiledTask, WorkerPool
+from nnforge.backend.worker_pool import CompiledTask, WorkerPool, current_cpu
 
 pytest.importorskip("numba")
 from nnforge.backend import numba_kernels as nk  # noqa: E402
@@ -334,3 +334,30 @@ def test_run_split_gives_each_half_to_the_same_cpu_whichever_thread_runs_there(m
             _until_polling(pool)
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs this process may use (Linux)")
+def test_a_worker_woken_through_its_lock_on_its_callers_cpu_moves_off_before_its_task(monkeypatch):
+    """A sleeping worker that its caller's post wakes on the caller's CPU leaves it before running the task (it
+    used to run there, after the caller's own share, and poll there for the next post: the first op after an
+    idle spell took ~2x as long)."""
+    import threading
+
+    pool = _polling_pool(monkeypatch, 1, 1000, "wake-pool")  # a 1 us window after the 30 us: it soon sleeps
+    worker = next(t for t in threading.enumerate() if t.name == "wake-pool-0")
+    deadline = time.monotonic() + 5
+    while pool._flags[0, nt.STATE] != nt.AWAY:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    ran_on = []
+    try:
+        os.sched_setaffinity(0, {cpu})  # this thread ...
+        os.sched_setaffinity(worker.native_id, {cpu})  # ... and the sleeping worker on one CPU
+        pool.run([lambda: ran_on.append(current_cpu())], lambda: None)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert len(ran_on) == 1 and ran_on[0] != cpu and ran_on[0] in allowed
+    assert os.sched_getaffinity(worker.native_id) == allowed

@@ -160,6 +160,17 @@ def _move_off(cpu, cpus, scratch):
         _set_affinity(cpus)
 
 
+@numba.njit(nogil=True, cache=True)
+def leave_callers_cpu(flags, cpus, scratch):
+    """Move off the CPU that the caller wrote into ``flags[CALLER_CPU]`` with its last post, if this thread runs
+    there (see ``serve``); True if it moved."""
+    caller_cpu = _load_acquire(flags, CALLER_CPU)
+    if caller_cpu < 0 or _sched_getcpu() != caller_cpu:
+        return False
+    _move_off(caller_cpu, cpus, scratch)
+    return True
+
+
 _POLLS_PER_CLOCK_READ = 256  # ~60 ns of polling between two reads of the clock
 WAIT_POLLS = 1024  # a caller's polls for its workers between two yields of its core (~1 us)
 
@@ -244,7 +255,11 @@ def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, collect_ns, clock
     A worker that finds itself on the CPU its poster runs on moves to another of ``cpus`` (its affinity,
     ``scratch`` the same size) before it runs the task: after an idle spell the scheduler at times woke the
     worker onto the caller's CPU while the other one idled, and left them there for tens of ms, each op then
-    taking its two shares one after the other (4096 x 1024 sums: 0.6-1.6 ms instead of 0.12-0.2)."""
+    taking its two shares one after the other (4096 x 1024 sums: 0.6-1.6 ms instead of 0.12-0.2). It checks
+    when it comes in too (after a task through its lock, see ``worker_pool``), not only when a post arrives: a
+    worker polling on its caller's CPU sees the next post only when the caller, then busy with its own share,
+    leaves the CPU to it."""
+    leave_callers_cpu(flags, cpus, scratch)
     _store_release(flags, STATE, POLLING)
     while True:
         _store_release(flags, FINISHED, done)
@@ -263,9 +278,7 @@ def serve(flags, descriptor, scalars, done, spin_ns, yield_ns, collect_ns, clock
                 if _load_acquire(flags, POSTED) != done + 1:  # never true: keeps the loop from being removed
                     break
             return done
-        caller_cpu = _load_acquire(flags, CALLER_CPU)
-        if caller_cpu >= 0 and _sched_getcpu() == caller_cpu:
-            _move_off(caller_cpu, cpus, scratch)
+        leave_callers_cpu(flags, cpus, scratch)
         _run_posted(descriptor, scalars)
         done += 1
         _store_release(flags, STATE, POLLING)  # before FINISHED: the caller posts again only after seeing that

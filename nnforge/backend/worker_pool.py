@@ -79,7 +79,7 @@ class _Spin:
             return None
         try:
             from .numba_spin import spins_for
-            from .numba_tasks import DESCRIPTOR_SIZE, WAIT_POLLS, post, run_split, serve, wait_until
+            from .numba_tasks import DESCRIPTOR_SIZE, WAIT_POLLS, leave_callers_cpu, post, run_split, serve, wait_until
         except ImportError:
             return None
         try:  # compile (or load) the compiled side here, so that a platform where it cannot link (it calls libc's
@@ -92,11 +92,13 @@ class _Spin:
             post(flags[0], descriptors[0], scalars[0], 1, 0, x, x, x, np.float32(0.0), 0, 0, 0)
             run_split(flags, descriptors, scalars, 1, x, x, x, 0, np.float32(0.0), 0, 0, WAIT_POLLS)
             wait_until(flags[0], FINISHED, 0, 0, time.CLOCK_MONOTONIC)
+            leave_callers_cpu(flags[0], cpus, cpus.copy())
         except Exception:
             return None
         spin = object.__new__(cls)
         spin.wait_until, spin.wait_polls = wait_until, WAIT_POLLS
         spin.serve, spin.post, spin.run_split, spin.descriptor_size = serve, post, run_split, DESCRIPTOR_SIZE
+        spin.leave_callers_cpu = leave_callers_cpu
         spin.cpus = cpus  # the CPUs the workers may run on, as a cpu_set_t (numba_tasks.serve)
         per_us = spins_for(1e-4) / 100
         spin.spin_ns = int(seconds * 1e9)  # a worker, for its next task
@@ -176,6 +178,8 @@ class _Worker:
                 done = spin.serve(self._flags, self._descriptor, self._scalars, done, spin.spin_ns, spin.yield_ns,
                                   spin.collect_ns, time.CLOCK_MONOTONIC, spin.settle, spin.cpus, cpus_scratch)
             self._go.acquire()
+            if self._spin is not None:  # woken onto the caller's CPU (it posted, then runs its own share there)?
+                self._spin.leave_callers_cpu(self._flags, self._spin.cpus, cpus_scratch)
             try:
                 self._task()
             except BaseException as e:  # handed to the caller, raised there
@@ -194,6 +198,7 @@ class _Worker:
             return
         self._task = task
         self._descriptor[OP] = PYTHON  # a polling worker returns to Python and takes its lock
+        self._flags[CALLER_CPU] = current_cpu()  # for the worker to leave this CPU (numba_tasks.leave_callers_cpu)
         self._go.release()
         self._flags[POSTED] = self._posted
 
