@@ -34,7 +34,11 @@ After an idle spell the scheduler at times woke a worker onto its caller's CPU w
 left both there for tens of ms: each op then ran its shares one after the other, and the caller, polling for
 200 us before it yielded, kept the worker off the CPU as long (4096 x 1024 sums in bench_ops' blocks: 3.0-4.8x
 torch's time). A worker that finds itself on its poster's CPU now moves to another (``numba_tasks.serve``);
-with that and the yielding wait the sums measured 1.13-1.32x torch's time in the same protocol.
+with that and the yielding wait the sums measured 1.13-1.32x torch's time in the same protocol. It checks when
+it wakes from its lock and when it starts polling as well: woken onto the caller's CPU by the first op after an
+idle spell, it used to run that task there and poll there, and saw the next post only when the caller, busy with
+its own share, left the CPU to it: in 36% of bench_ops-like blocks (20 ms idle, one op, then timed ops) the
+first timed 4M ``x**3``'s worker started its share 474 us (median) after the post instead of 1 us.
 
 Polling is only a hint for Python tasks: the locks alone decide who runs (a worker that saw its task still
 takes its lock, already released; one that stopped polling sleeps). A compiled task is posted only to a worker
