@@ -91,6 +91,7 @@ class _Spin:
             # the worker thread or failing an op; nothing is posted (no worker polls these flags)
             cpus = _affinity_mask()
             flags, descriptors = np.zeros((1, FLAGS_SIZE), np.int64), np.zeros((1, DESCRIPTOR_SIZE), np.int64)
+            flags[:, CALLER_CPU] = -1  # no caller yet: nothing to move off (this thread stays put)
             scalars, x = np.zeros((1, 1), np.float32), np.zeros(1, np.float32)
             serve(flags[0], descriptors[0], scalars[0], 0, 0, 0, 0, time.CLOCK_MONOTONIC, 0, cpus, cpus.copy())
             post(flags[0], descriptors[0], scalars[0], 1, 0, x, x, x, np.float32(0.0), 0, 0, 0)
@@ -236,6 +237,7 @@ class WorkerPool:
         # each worker's flags, task descriptor and scalar slot, one row per worker: run_split posts to all in one
         # compiled call. A row of flags is 128 bytes (FLAGS_SIZE used), so that no two workers poll one cache line.
         self._flags = np.zeros((workers, 16), np.int64)
+        self._flags[:, CALLER_CPU] = -1  # no caller yet (a worker that starts polling stays where it is)
         self._descriptors = np.zeros((workers, spin.descriptor_size if spin is not None else 1), np.int64)
         self._scalars = np.zeros((workers, 1), np.float32)
         self._workers = [_Worker(f"{name_prefix}-{i}", spin, self._flags[i], self._descriptors[i], self._scalars[i])
